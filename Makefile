@@ -1,0 +1,55 @@
+# The one command surface: README, CI and people all use these targets.
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+# CPU wheel by default (on this project's machines it is already on disk). GPU users:
+#   make install TORCH_SPEC=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+export RECU_DATA_DIR ?= $(CURDIR)/var/data
+export RECU_CACHE_DIR ?= $(CURDIR)/var/cache
+SHARED_CIFAR := $(CURDIR)/../shared/data/cifar10-jpeg.tar.gz
+
+.PHONY: install lint format typecheck test bench demo data clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Real CIFAR-10 (JPEG, imagefolder layout) from the shared archive into the ignored cache.
+data: $(RECU_DATA_DIR)/cifar10-jpeg/test
+
+$(RECU_DATA_DIR)/cifar10-jpeg/test:
+	@test -f $(SHARED_CIFAR) || { echo "missing $(SHARED_CIFAR) (see docs/benchmarks.md)"; exit 1; }
+	mkdir -p $(RECU_DATA_DIR)
+	tar xzf $(SHARED_CIFAR) -C $(RECU_DATA_DIR)
+
+bench: install data
+	$(PY) bench/binarize_overhead.py
+	$(PY) bench/data_pipeline.py
+	$(PY) bench/accuracy_cifar.py
+
+demo: install
+	$(VENV)/bin/recu train --model resnet20 --dataset digits --epochs 30 --batch-size 64 \
+		--lr 0.05 -o var/runs/demo-resnet20-digits.safetensors
+	$(VENV)/bin/recu evaluate var/runs/demo-resnet20-digits.safetensors
+
+clean:
+	rm -rf $(VENV) var/cache var/runs .pytest_cache .mypy_cache .ruff_cache

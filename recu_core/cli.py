@@ -1,0 +1,215 @@
+"""``recu`` command line: local training and checkpoint inspection.
+
+    recu train --model resnet20 --dataset digits --epochs 30 -o var/runs/resnet20.safetensors
+    recu evaluate var/runs/resnet20.safetensors
+    recu inspect var/runs/resnet20.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from recu_core.config import (
+    BinaryOptions,
+    DatasetConfig,
+    DatasetName,
+    ModelName,
+    OptimizerConfig,
+    ScheduleKind,
+    SteName,
+    TauSchedule,
+    TrainConfig,
+)
+
+app = typer.Typer(help="ReCU binary neural networks: train, evaluate, inspect.", no_args_is_help=True)
+console = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def _validation_message(err: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors()
+    )
+
+
+@app.command()
+def train(
+    model: Annotated[ModelName, typer.Option(help="Model name.")] = "resnet20",
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset name.")] = "digits",
+    data_root: Annotated[
+        str | None, typer.Option(help="Dataset folder, relative to RECU_DATA_DIR or absolute.")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="imagefolder: resize to NxN.")] = None,
+    num_train: Annotated[int | None, typer.Option(help="Use at most N train images.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=1)] = 128,
+    optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
+    lr: Annotated[float, typer.Option()] = 0.1,
+    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    warmup_epochs: Annotated[float | None, typer.Option()] = None,
+    label_smoothing: Annotated[float, typer.Option()] = 0.0,
+    tau_schedule: Annotated[ScheduleKind, typer.Option()] = "exponential",
+    tau_s: Annotated[float, typer.Option(help="tau at the start, in (0.5, 1).")] = 0.85,
+    tau_e: Annotated[float, typer.Option(help="tau at the end, in (0.5, 1).")] = 0.99,
+    clamp: Annotated[bool, typer.Option(help="ReCU clamp (off: plain BNN).")] = True,
+    standardize: Annotated[bool, typer.Option(help="Per-filter weight standardisation.")] = True,
+    activation_ste: Annotated[SteName, typer.Option()] = "approx_sign",
+    alpha: Annotated[bool, typer.Option(help="Learned per-channel alpha.")] = True,
+    full_precision: Annotated[bool, typer.Option(help="Train the full-precision twin.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (CUDA).")] = False,
+    channels_last: Annotated[bool, typer.Option()] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile.")] = False,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Final checkpoint path.")] = Path(
+        "var/runs/last.safetensors"
+    ),
+    resume: Annotated[Path | None, typer.Option(help="Resume from this checkpoint.")] = None,
+    metrics_json: Annotated[
+        Path | None, typer.Option(help="Also write the per-epoch history here.")
+    ] = None,
+) -> None:
+    """Train a model locally and write a resumable safetensors checkpoint."""
+    from recu_core.data import DatasetError
+    from recu_core.train import EpochReport, train as run_training
+
+    try:
+        config = TrainConfig(
+            model=model,
+            binary=not full_precision,
+            dataset=DatasetConfig(
+                name=dataset, root=data_root, image_size=image_size, num_train=num_train
+            ),
+            binary_options=BinaryOptions(
+                clamp=clamp,
+                standardize=standardize,
+                activation_ste=activation_ste,
+                alpha="learned" if alpha else "none",
+            ),
+            tau=TauSchedule(kind=tau_schedule, tau_s=tau_s, tau_e=tau_e),
+            optimizer=OptimizerConfig.model_validate(
+                {
+                    "name": optimizer,
+                    "lr": lr,
+                    "weight_decay": weight_decay,
+                    "warmup_epochs": warmup_epochs,
+                    "label_smoothing": label_smoothing,
+                }
+            ),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            precision="bf16" if bf16 else "fp32",
+            channels_last=channels_last,
+            compile=compile_model,
+            device=device,
+        )
+    except ValidationError as err:
+        raise _fail(_validation_message(err)) from None
+
+    table = Table("epoch", "tau", "lr", "train loss", "train acc", "test acc", "img/s")
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} epochs"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    last: list[EpochReport] = []
+
+    def on_epoch(report: EpochReport) -> None:
+        m = report.metrics
+        progress.update(
+            task,
+            completed=report.epoch,
+            status=f"test acc {m['test_acc']:.2%}  loss {m['train_loss']:.3f}",
+        )
+        progress.console.print(
+            f"epoch {report.epoch:>3}/{report.total_epochs}  tau {m['tau']:.4f}  "
+            f"lr {m['lr']:.4f}  train loss {m['train_loss']:.4f}  "
+            f"train acc {m['train_acc']:.2%}  test acc {m['test_acc']:.2%}  "
+            f"{m['images_per_s']:.0f} img/s"
+        )
+        table.add_row(
+            str(report.epoch), f"{m['tau']:.4f}", f"{m['lr']:.4f}", f"{m['train_loss']:.4f}",
+            f"{m['train_acc']:.2%}", f"{m['test_acc']:.2%}", f"{m['images_per_s']:.0f}",
+        )
+        last[:] = [report]
+
+    label = f"{'ReCU' if config.binary else 'FP'} {config.model} on {config.dataset.name}"
+    with progress:
+        task = progress.add_task(label, total=config.epochs, status="")
+        try:
+            result = run_training(config, callbacks=[on_epoch], resume_from=resume)
+        except (DatasetError, ValueError, FileNotFoundError) as err:
+            raise _fail(str(err)) from None
+    if not last:
+        console.print("nothing to train: the checkpoint already completed every epoch")
+        return
+    sha = last[0].save_checkpoint(output)
+    if metrics_json is not None:
+        metrics_json.parent.mkdir(parents=True, exist_ok=True)
+        metrics_json.write_text(json.dumps(result.history, indent=2))
+    console.print(
+        f"final test accuracy {result.final['test_acc']:.2%}  "
+        f"checkpoint {output} (sha256 {sha[:16]}...)"
+    )
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A recu checkpoint (.safetensors).")],
+    dataset: Annotated[
+        DatasetName | None, typer.Option(help="Override the dataset of the manifest.")
+    ] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Evaluate a checkpoint on the test split of the dataset it was trained on."""
+    from recu_core.checkpoint import load_checkpoint
+    from recu_core.data import DatasetError, load_dataset
+    from recu_core.train import evaluate_accuracy, load_trained_model
+
+    try:
+        manifest = load_checkpoint(checkpoint).manifest
+        data_cfg = DatasetConfig.model_validate(manifest["config"]["dataset"])
+        if dataset is not None:
+            data_cfg = data_cfg.model_copy(update={"name": dataset})
+        accuracy = evaluate_accuracy(
+            load_trained_model(checkpoint), load_dataset(data_cfg), device=device
+        )
+    except (DatasetError, ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    console.print(f"test accuracy {accuracy:.4%} on {data_cfg.name}")
+
+
+@app.command()
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="A recu checkpoint (.safetensors).")],
+) -> None:
+    """Print a checkpoint's manifest as JSON."""
+    from recu_core.checkpoint import load_checkpoint, sha256_file
+
+    try:
+        manifest = load_checkpoint(checkpoint).manifest
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    manifest.pop("optimizer", None)
+    console.print_json(json.dumps({"sha256": sha256_file(checkpoint), **manifest}))
+
+
+if __name__ == "__main__":
+    app()

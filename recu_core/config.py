@@ -1,0 +1,137 @@
+"""Typed run configuration: everything that defines one training run.
+
+Importing this module does not import torch, so the service can validate job
+specs with the very same schema the trainer runs on. Every field says why it
+exists; bounds are enforced here, once, with messages that name the field and
+the allowed values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MODEL_NAMES = ("resnet20", "resnet18", "vgg_small", "resnet18_imagenet", "resnet34_imagenet")
+DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+STE_NAMES = ("identity", "clipped", "approx_sign", "relu", "clipped_relu")
+SCHEDULE_KINDS = ("exponential", "linear", "constant")
+
+ModelName = Literal["resnet20", "resnet18", "vgg_small", "resnet18_imagenet", "resnet34_imagenet"]
+DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder", "synthetic"]
+SteName = Literal["identity", "clipped", "approx_sign", "relu", "clipped_relu"]
+ScheduleKind = Literal["exponential", "linear", "constant"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BinaryOptions(_Strict):
+    """Ablation switches of the ReCU binary layers (the paper's Table 1 axes)."""
+
+    clamp: bool = Field(True, description="ReCU clamp to [-Q(tau), Q(tau)]; off = plain BNN.")
+    standardize: bool = Field(True, description="Per-filter centring and standardisation.")
+    activation_ste: SteName = Field(
+        "approx_sign", description="Straight-through estimator of the activation sign."
+    )
+    alpha: Literal["learned", "none"] = Field(
+        "learned", description="Per-output-channel scaling factor after the binary conv."
+    )
+    scale_activations: bool = Field(
+        True, description="Per-sample activation standardisation before sign (training only)."
+    )
+
+
+class TauSchedule(_Strict):
+    """tau(t) for epoch t of T: exponential (the paper's), linear or constant."""
+
+    kind: ScheduleKind = "exponential"
+    tau_s: float = Field(0.85, gt=0.5, lt=1.0, description="tau at epoch 0; in (0.5, 1).")
+    tau_e: float = Field(0.99, gt=0.5, lt=1.0, description="tau at epoch T; in (0.5, 1).")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Self:
+        if self.kind != "constant" and self.tau_s > self.tau_e:
+            raise ValueError(
+                f"tau_s ({self.tau_s}) must not exceed tau_e ({self.tau_e}) for an increasing "
+                f"'{self.kind}' schedule; use kind='constant' for a fixed tau"
+            )
+        return self
+
+
+class DatasetConfig(_Strict):
+    """Which data to train on. Paths are relative to the data directory setting."""
+
+    name: DatasetName = "digits"
+    root: str | None = Field(
+        None,
+        description="Dataset folder, relative to RECU_DATA_DIR (or absolute). "
+        "Defaults: cifar10 -> cifar-10-batches-py, cifar100 -> cifar-100-python.",
+    )
+    image_size: int | None = Field(
+        None, ge=4, le=512, description="imagefolder: resize every image to this square size."
+    )
+    num_train: int | None = Field(
+        None, ge=1, le=10_000_000, description="Use at most this many training images."
+    )
+    num_test: int | None = Field(
+        None, ge=1, le=10_000_000, description="Use at most this many test images."
+    )
+    crop_padding: int | None = Field(
+        None, ge=0, le=64, description="Random-crop padding; default follows the dataset."
+    )
+    flip: bool | None = Field(None, description="Random horizontal flip; default per dataset.")
+
+
+class OptimizerConfig(_Strict):
+    """The paper's CIFAR recipe by default: SGD momentum 0.9, lr 0.1, wd 5e-4, cosine."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0.0, le=10.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only.")
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    warmup_epochs: float | None = Field(
+        None,
+        ge=0.0,
+        le=1000.0,
+        description="Linear lr warm-up; default min(5, epochs / 10) (the paper: 5 of 600).",
+    )
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Strict):
+    """One training run; a job spec in the service is exactly this."""
+
+    model: ModelName = "resnet20"
+    binary: bool = Field(True, description="False builds the full-precision twin.")
+    dataset: DatasetConfig = DatasetConfig()
+    binary_options: BinaryOptions = BinaryOptions()
+    tau: TauSchedule = TauSchedule()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 autocast (CUDA only); binary sums above 256 round in bf16."
+    )
+    channels_last: bool = Field(False, description="channels_last memory format (CUDA).")
+    compile: bool = Field(False, description="torch.compile the model.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> Self:
+        warmup = self.optimizer.warmup_epochs
+        if warmup is not None and warmup > 0 and warmup >= self.epochs:
+            raise ValueError(
+                f"optimizer.warmup_epochs ({self.optimizer.warmup_epochs}) must be smaller than "
+                f"epochs ({self.epochs})"
+            )
+        return self
+
+    @property
+    def warmup_epochs(self) -> float:
+        """The warm-up actually used: the explicit value, else min(5, epochs / 10)."""
+        if self.optimizer.warmup_epochs is not None:
+            return self.optimizer.warmup_epochs
+        return min(5.0, self.epochs / 10)

@@ -1,0 +1,184 @@
+"""ReCU binary layers: 1-bit weights and 1-bit activations (Xu et al., ICCV 2021).
+
+For a latent weight w of shape (out, ...) the forward pass computes
+
+    w0 = w - mean(w)                              per output filter
+    w1 = w0 / (sqrt(var(w0) + eps) / (2*sqrt(2)))  per filter: std 2*sqrt(2), Laplace b = 2
+    b  = mean(|w1|)                               maximum-likelihood Laplace scale, whole layer
+    Q  = -b * ln(2 - 2*tau)                       tau-quantile of Laplace(0, b), detached
+    w2 = clamp(w1, -Q, Q)                         the ReCU clamp: "revives" dead weights
+    wb = sign(w2)                                 identity straight-through gradient
+
+and for the input activation a (training only; sign is scale-invariant, so eval skips it)
+
+    a0 = a / sqrt(var(a) + eps)                   per sample, over all non-batch dims
+    ab = sign(a0)                                 ApproxSign gradient by default
+
+    out = op(ab, wb) * alpha                      alpha: learned, per output channel
+
+tau lives in a buffer that the schedule sets once per epoch; Q stays a device tensor, so
+a training step makes no device-to-host synchronisation (the official code calls
+``.cpu().item()`` on Q in every forward of every layer). The layers subclass ``nn.Conv2d``
+and ``nn.Linear`` and only transform the weight inside ``forward`` (as timm's StdConv2d
+does), so state_dict keys stay standard.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recu_core.config import BinaryOptions
+from recu_core.quantizers import get_ste
+
+EPS = 1e-5
+_STD_TARGET = 2 * math.sqrt(2)  # filter std after standardisation: Laplace scale b = 2
+
+
+def standardize_filters(w: Tensor, eps: float = EPS) -> Tensor:
+    """w1 = (w - mean) / (sqrt(var + eps) / (2*sqrt(2))), per output filter (dim 0)."""
+    dims = tuple(range(1, w.ndim))
+    w0 = w - w.mean(dim=dims, keepdim=True)
+    return w0 / (torch.sqrt(w0.var(dim=dims, keepdim=True) + eps) / _STD_TARGET)
+
+
+def laplace_quantile(b: Tensor, tau: Tensor) -> Tensor:
+    """Q(tau) = -b * ln(2 - 2*tau): P(X <= Q) = tau for X ~ Laplace(0, b), tau in (0.5, 1)."""
+    return -b * torch.log(2 - 2 * tau)
+
+
+def recu_clamp_bound(w1: Tensor, tau: Tensor) -> Tensor:
+    """Q for the layer: b = mean|w1| estimated from the weights themselves, detached."""
+    return laplace_quantile(w1.abs().mean(), tau).detach()
+
+
+def scale_per_sample(a: Tensor, eps: float = EPS) -> Tensor:
+    """a0 = a / sqrt(var(a) + eps), the variance taken per sample over all non-batch dims."""
+    dims = tuple(range(1, a.ndim))
+    return a / torch.sqrt(a.var(dim=dims, keepdim=True) + eps)
+
+
+class _ReCUMixin:
+    """Weight and activation binarisation shared by the conv and the linear layer."""
+
+    weight: Tensor
+    tau: Tensor
+    alpha: nn.Parameter | None
+    options: BinaryOptions
+    training: bool
+
+    def _init_recu(self, options: BinaryOptions, alpha_shape: tuple[int, ...]) -> None:
+        self.options = options
+        self._act_quantizer = get_ste(options.activation_ste)
+        self._weight_quantizer = get_ste("identity")
+        self.register_buffer("tau", torch.tensor(0.85))  # type: ignore[attr-defined]
+        if options.alpha == "learned":
+            # Uniform(0, 1) initialisation, as in the official ReCU code.
+            self.alpha = nn.Parameter(torch.rand(alpha_shape))
+        else:
+            self.register_parameter("alpha", None)  # type: ignore[attr-defined]
+
+    def latent_weight(self) -> Tensor:
+        """w1: the (optionally) standardised latent weight that the clamp acts on."""
+        return standardize_filters(self.weight) if self.options.standardize else self.weight
+
+    def clamp_bound(self, w1: Tensor) -> Tensor:
+        """Q(tau) for this layer's current weights."""
+        return recu_clamp_bound(w1, self.tau)
+
+    def binary_weight(self) -> Tensor:
+        """sign(clamp(w1, -Q, Q)) with an identity straight-through gradient."""
+        w1 = self.latent_weight()
+        if self.options.clamp:
+            q = self.clamp_bound(w1)
+            w1 = torch.clamp(w1, -q, q)
+        return self._weight_quantizer(w1)
+
+    def binary_input(self, a: Tensor) -> Tensor:
+        """sign(a0): per-sample scaled in training, then the activation STE."""
+        if self.training and self.options.scale_activations:
+            a = scale_per_sample(a)
+        return self._act_quantizer(a)
+
+    def _scale(self, out: Tensor) -> Tensor:
+        return out if self.alpha is None else out * self.alpha
+
+
+class BinaryConv2d(_ReCUMixin, nn.Conv2d):
+    """nn.Conv2d with ReCU 1-bit weights and activations; alpha has shape (out, 1, 1)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        *,
+        bias: bool = False,
+        options: BinaryOptions | None = None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
+        self._init_recu(options or BinaryOptions(), (out_channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, out, H', W')
+        out = F.conv2d(
+            self.binary_input(x),
+            self.binary_weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
+        return self._scale(out)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {_options_repr(self.options)}"
+
+
+class BinaryLinear(_ReCUMixin, nn.Linear):
+    """nn.Linear with ReCU 1-bit weights and activations; alpha has shape (out,)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = False,
+        options: BinaryOptions | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self._init_recu(options or BinaryOptions(), (out_features,))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, out)
+        return self._scale(F.linear(self.binary_input(x), self.binary_weight(), self.bias))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {_options_repr(self.options)}"
+
+
+BINARY_LAYERS = (BinaryConv2d, BinaryLinear)
+
+
+def _options_repr(options: BinaryOptions) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.model_dump().items())
+
+
+def binary_layers(model: nn.Module) -> list[tuple[str, BinaryConv2d | BinaryLinear]]:
+    """(qualified name, layer) for every ReCU layer of ``model``, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BINARY_LAYERS)]
+
+
+@torch.no_grad()
+def set_tau(model: nn.Module, tau: float) -> None:
+    """Write tau into every binary layer's buffer in place (no reallocation, no sync)."""
+    if not 0.5 < tau < 1.0:
+        raise ValueError(
+            f"tau must lie in (0.5, 1) so that Q(tau) is positive and finite, got {tau}"
+        )
+    for _, layer in binary_layers(model):
+        layer.tau.fill_(tau)

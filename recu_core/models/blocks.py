@@ -1,0 +1,54 @@
+"""Bi-Real style residual block: a shortcut around every 3x3 conv (Liu et al., 2018).
+
+Binary convs lose information; a real-valued shortcut around each one keeps it:
+
+    h   = hardtanh(BN(conv1(x)) + shortcut(x))
+    out = hardtanh(BN(conv2(h)) + h)
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recu_core.models.registry import ConvFactory
+
+
+class ZeroPadShortcut(nn.Module):
+    """Parameter-free downsample for CIFAR ResNets: AvgPool2d(stride) + zero channel padding."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.extra = planes - in_planes
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C + extra, H/s, W/s)
+        x = self.pool(x)
+        lo = self.extra // 2
+        return F.pad(x, (0, 0, 0, 0, lo, self.extra - lo)) if self.extra else x
+
+
+def conv_bn_shortcut(in_planes: int, planes: int, stride: int) -> nn.Module:
+    """ImageNet ResNet downsample: full-precision 1x1 conv with stride, then BatchNorm."""
+    return nn.Sequential(
+        nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+    )
+
+
+class BiRealBlock(nn.Module):
+    """Two 3x3 convs (binary or not), each wrapped by its own real-valued shortcut."""
+
+    def __init__(
+        self, conv: ConvFactory, in_planes: int, planes: int, stride: int, shortcut: nn.Module
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = shortcut
+        self.act = nn.Hardtanh()
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, in, H, W) -> (B, planes, H/s, W/s)
+        h = self.act(self.bn1(self.conv1(x)) + self.shortcut(x))
+        return self.act(self.bn2(self.conv2(h)) + h)

@@ -1,0 +1,76 @@
+"""Schedules as pure functions of the step: tau for ReCU, and the learning rate.
+
+tau (set once per epoch t of T, as in the paper):
+
+    exponential  tau(t) = A * exp(t / T) + B,  A = (tau_e - tau_s) / (e - 1),  B = tau_s - A
+    linear       tau(t) = tau_s + (tau_e - tau_s) * t / T
+    constant     tau(t) = tau_s
+
+so tau(0) = tau_s and tau(T) = tau_e. The paper's defaults are tau_s = 0.85, tau_e = 0.99.
+tau must lie in (0.5, 1): Q(tau) = -b ln(2 - 2 tau) is then positive and finite.
+
+Learning rate: linear warm-up over the first ``warmup`` steps, then cosine to zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+from recu_core.config import SCHEDULE_KINDS, TauSchedule
+
+
+def _check_tau(name: str, tau: float) -> None:
+    if not 0.5 < tau < 1.0:
+        raise ValueError(f"{name} must lie in (0.5, 1) so that Q(tau) is finite, got {tau}")
+
+
+def _check_progress(epoch: float, total: int) -> None:
+    if total < 1:
+        raise ValueError(f"total epochs must be >= 1, got {total}")
+    if not 0 <= epoch <= total:
+        raise ValueError(f"epoch must lie in [0, {total}], got {epoch}")
+
+
+def exponential_tau(epoch: float, total: int, tau_s: float, tau_e: float) -> float:
+    """tau(t) = A e^(t/T) + B with A = (tau_e - tau_s)/(e - 1), B = tau_s - A."""
+    a = (tau_e - tau_s) / (math.e - 1)
+    return a * math.exp(epoch / total) + tau_s - a
+
+
+def linear_tau(epoch: float, total: int, tau_s: float, tau_e: float) -> float:
+    """tau(t) = tau_s + (tau_e - tau_s) t / T."""
+    return tau_s + (tau_e - tau_s) * epoch / total
+
+
+def constant_tau(epoch: float, total: int, tau_s: float, tau_e: float) -> float:
+    """tau(t) = tau_s."""
+    return tau_s
+
+
+_TAU_FUNCTIONS = {
+    "exponential": exponential_tau,
+    "linear": linear_tau,
+    "constant": constant_tau,
+}
+
+
+def tau_at(schedule: TauSchedule, epoch: float, total: int) -> float:
+    """tau for ``epoch`` of ``total`` under ``schedule``; errors name the bad value."""
+    if schedule.kind not in _TAU_FUNCTIONS:
+        raise ValueError(f"unknown tau schedule {schedule.kind!r}; allowed: {SCHEDULE_KINDS}")
+    _check_tau("tau_s", schedule.tau_s)
+    _check_tau("tau_e", schedule.tau_e)
+    _check_progress(epoch, total)
+    return _TAU_FUNCTIONS[schedule.kind](epoch, total, schedule.tau_s, schedule.tau_e)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then cosine decay to 0.
+
+    lr(s) = base * (s + 1) / W                                  for s < W
+    lr(s) = base * 0.5 * (1 + cos(pi * (s - W) / (S - W)))      for W <= s < S
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))

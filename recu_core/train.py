@@ -1,0 +1,314 @@
+"""The training function: one run of a ``TrainConfig``, with callbacks and exact resume.
+
+Per epoch t of T: set tau(t) in every binary layer, run the training steps with the lr
+of each step from ``lr_at`` (warm-up then cosine), evaluate, collect weight telemetry,
+then move all epoch figures to the host in one transfer (the only host synchronisation
+of the epoch), call the callbacks.
+
+Resume is exact: the data order and augmentation of an epoch depend only on
+(seed, epoch), and model, optimizer and BatchNorm state come from the checkpoint, so a
+resumed run continues as the uninterrupted one would (within floating-point tolerance).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recu_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from recu_core.config import TrainConfig
+from recu_core.data import DeviceLoader, ImageDataset, load_dataset
+from recu_core.layers import set_tau
+from recu_core.models import create_model
+from recu_core.schedules import lr_at, tau_at
+from recu_core.settings import Settings
+from recu_core.telemetry import WeightTelemetry
+
+
+@dataclass
+class EpochReport:
+    """What a callback sees after each epoch. ``epoch`` counts completed epochs (1-based)."""
+
+    epoch: int
+    total_epochs: int
+    metrics: dict[str, float]
+    telemetry: dict[str, Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    dataset_shape: dict[str, int]
+
+    def manifest(self) -> dict[str, Any]:
+        """The checkpoint manifest for the state after this epoch."""
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "metrics": self.metrics,
+            "tau": self.metrics["tau"],
+            "dataset_shape": self.dataset_shape,
+        }
+
+    def save_checkpoint(self, path: str | Path) -> str:
+        """Write a resumable checkpoint of this state; returns its sha256."""
+        return save_checkpoint(path, _unwrap(self.model), self.optimizer, self.manifest())
+
+
+Callback = Callable[[EpochReport], None]
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    telemetry: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(config: TrainConfig, dataset: ImageDataset) -> nn.Module:
+    """The model of ``config`` shaped for ``dataset`` (input channels, classes, size)."""
+    return create_model(
+        config.model,
+        num_classes=dataset.num_classes,
+        in_channels=dataset.in_channels,
+        image_size=dataset.image_size,
+        binary=config.binary,
+        options=config.binary_options,
+    )
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    opt = config.optimizer
+    if opt.name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+        )
+    return torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The original module behind a torch.compile wrapper."""
+    return getattr(model, "_orig_mod", model)
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if config.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _make_loaders(
+    config: TrainConfig, dataset: ImageDataset, device: torch.device
+) -> tuple[DeviceLoader, DeviceLoader]:
+    common = {
+        "mean": dataset.mean,
+        "std": dataset.std,
+        "device": device,
+        "channels_last": config.channels_last,
+    }
+    train_loader = DeviceLoader(
+        dataset.train_images,
+        dataset.train_labels,
+        batch_size=config.batch_size,
+        train=True,
+        crop_padding=dataset.crop_padding,
+        flip=dataset.flip,
+        seed=config.seed,
+        **common,
+    )
+    test_loader = DeviceLoader(
+        dataset.test_images,
+        dataset.test_labels,
+        batch_size=max(config.batch_size, 256),
+        train=False,
+        **common,
+    )
+    return train_loader, test_loader
+
+
+def evaluate(
+    model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], *, label_smoothing: float = 0.0
+) -> tuple[Tensor, Tensor, int]:
+    """(loss sum, correct count) as device tensors, and the sample count; no host sync."""
+    model.eval()
+    loss_sum: Tensor | None = None
+    correct: Tensor | None = None
+    count = 0
+    with torch.no_grad():
+        for x, y in batches:
+            logits = model(x)
+            loss = F.cross_entropy(
+                logits.float(), y, reduction="sum", label_smoothing=label_smoothing
+            )
+            hits = (logits.argmax(1) == y).sum()
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            correct = hits if correct is None else correct + hits
+            count += y.shape[0]
+    if loss_sum is None or correct is None:
+        raise ValueError("evaluation set is empty")
+    return loss_sum, correct.float(), count
+
+
+def evaluate_accuracy(model: nn.Module, dataset: ImageDataset, *, device: str = "auto") -> float:
+    """Top-1 test accuracy of ``model`` on ``dataset`` (one host sync)."""
+    dev = resolve_device(device)
+    model = model.to(dev)
+    loader = DeviceLoader(
+        dataset.test_images,
+        dataset.test_labels,
+        batch_size=256,
+        mean=dataset.mean,
+        std=dataset.std,
+        train=False,
+        device=dev,
+    )
+    _, correct, count = evaluate(model, loader.epoch(0))
+    return float(correct.cpu()) / count
+
+
+def train(
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    resume_from: Checkpoint | str | Path | None = None,
+    dataset: ImageDataset | None = None,
+    settings: Settings | None = None,
+) -> TrainResult:
+    """Train ``config`` from scratch or from ``resume_from``; return the model and history."""
+    device = resolve_device(config.device)
+    if dataset is None:
+        dataset = load_dataset(config.dataset, settings=settings)
+    torch.manual_seed(config.seed)
+    model = build_model(config, dataset).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config, model)
+    start_epoch = 0
+    if resume_from is not None:
+        ckpt = resume_from if isinstance(resume_from, Checkpoint) else load_checkpoint(resume_from)
+        start_epoch = _restore(ckpt, config, model, optimizer)
+    telemetry = WeightTelemetry(model)
+    train_loader, test_loader = _make_loaders(config, dataset, device)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    step_model = torch.compile(model) if config.compile else model
+    label_smoothing = config.optimizer.label_smoothing
+    dataset_shape = {
+        "num_classes": dataset.num_classes,
+        "in_channels": dataset.in_channels,
+        "image_size": dataset.image_size,
+    }
+    result = TrainResult(model=model)
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        tau = tau_at(config.tau, epoch, config.epochs)
+        set_tau(model, tau)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        step = epoch * steps_per_epoch
+        lr = config.optimizer.lr
+        for x, y in train_loader.epoch(epoch):  # x: (B, C, H, W), y: (B,)
+            lr = lr_at(step, total_steps, warmup_steps, config.optimizer.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with _autocast(config, device):
+                logits = step_model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().float() * y.shape[0]  # device-side accumulation
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+            step += 1
+        with _autocast(config, device):
+            test_loss, test_correct, test_count = evaluate(
+                step_model, test_loader.epoch(0), label_smoothing=label_smoothing
+            )
+        stats = torch.stack([loss_sum, correct, test_loss, test_correct])
+        figures = torch.cat([stats, telemetry.collect(device)])
+        host = figures.tolist()  # the one device-to-host transfer of the epoch
+        elapsed = time.perf_counter() - started
+        metrics = {
+            "epoch": float(epoch + 1),
+            "train_loss": host[0] / seen,
+            "train_acc": host[1] / seen,
+            "test_loss": host[2] / test_count,
+            "test_acc": host[3] / test_count,
+            "tau": tau,
+            "lr": lr,
+            "epoch_time_s": elapsed,
+            "images_per_s": seen / elapsed,
+        }
+        report = EpochReport(
+            epoch=epoch + 1,
+            total_epochs=config.epochs,
+            metrics=metrics,
+            telemetry=telemetry.unpack(host[4:]),
+            model=model,
+            optimizer=optimizer,
+            config=config,
+            dataset_shape=dataset_shape,
+        )
+        result.history.append(metrics)
+        result.telemetry.append(report.telemetry)
+        for callback in callbacks:
+            callback(report)
+    return result
+
+
+def _restore(
+    ckpt: Checkpoint, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> int:
+    """Load model and optimizer state; return the number of completed epochs."""
+    saved = TrainConfig.model_validate(ckpt.manifest["config"])
+    if saved.model != config.model or saved.binary != config.binary:
+        raise ValueError(
+            f"checkpoint is for model {saved.model!r} (binary={saved.binary}), "
+            f"not {config.model!r} (binary={config.binary})"
+        )
+    model.load_state_dict(ckpt.model_state)
+    if ckpt.optimizer_state is not None:
+        optimizer.load_state_dict(ckpt.optimizer_state)
+    epoch = int(ckpt.manifest["epoch"])
+    if not 0 <= epoch <= config.epochs:
+        raise ValueError(f"checkpoint epoch {epoch} is outside [0, {config.epochs}]")
+    return epoch
+
+
+def load_trained_model(path: str | Path, *, expected_sha256: str | None = None) -> nn.Module:
+    """Rebuild the model a checkpoint was trained with and load its weights (eval mode)."""
+    ckpt = load_checkpoint(path, expected_sha256=expected_sha256)
+    config = TrainConfig.model_validate(ckpt.manifest["config"])
+    shape = ckpt.manifest["dataset_shape"]
+    model = create_model(
+        config.model,
+        num_classes=shape["num_classes"],
+        in_channels=shape["in_channels"],
+        image_size=shape["image_size"],
+        binary=config.binary,
+        options=config.binary_options,
+    )
+    model.load_state_dict(ckpt.model_state)
+    return model.eval()

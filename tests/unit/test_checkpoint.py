@@ -1,0 +1,91 @@
+"""Checkpoints round-trip bit-exactly and are verified against their sha256."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from recu_core.checkpoint import load_checkpoint, save_checkpoint
+from recu_core.models import create_model
+
+
+def _trained(optimizer_name):
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_channels=1, image_size=8)
+    params = model.parameters()
+    opt = (
+        torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        if optimizer_name == "sgd"
+        else torch.optim.Adam(params, lr=1e-3)
+    )
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(8, 1, 8, 8)).logsumexp(1).mean().backward()
+        opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_round_trip_is_bit_exact(tmp_path, optimizer_name):
+    model, opt = _trained(optimizer_name)
+    path = tmp_path / "ckpt.safetensors"
+    sha = save_checkpoint(path, model, opt, {"epoch": 3, "metrics": {"test_acc": 0.5}})
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    ckpt = load_checkpoint(path, expected_sha256=sha)
+    assert ckpt.manifest["epoch"] == 3
+    assert ckpt.manifest["versions"]["torch"] == torch.__version__
+    fresh = create_model("resnet20", num_classes=10, in_channels=1, image_size=8)
+    fresh.load_state_dict(ckpt.model_state)
+    for key, value in model.state_dict().items():
+        restored = fresh.state_dict()[key]
+        assert restored.dtype == value.dtype
+        assert torch.equal(restored, value), key
+
+    fresh_opt = type(opt)(fresh.parameters(), lr=0.5)
+    fresh_opt.load_state_dict(ckpt.optimizer_state)
+    original, loaded = opt.state_dict(), fresh_opt.state_dict()
+    assert original["param_groups"] == loaded["param_groups"]
+    for index, entry in original["state"].items():
+        for key, value in entry.items():
+            other = loaded["state"][index][key]
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, other), (index, key)
+            else:
+                assert value == other
+
+
+def test_wrong_sha256_is_refused(tmp_path):
+    model, opt = _trained("sgd")
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, opt, {"epoch": 1})
+    with pytest.raises(ValueError, match="expected 0000"):
+        load_checkpoint(path, expected_sha256="0000")
+
+
+def test_safetensors_without_manifest_is_refused(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="without a recu manifest"):
+        load_checkpoint(path)
+
+
+def test_pickle_file_is_not_loaded(tmp_path):
+    # A torch.save (pickle) file is not safetensors: loading fails without unpickling it.
+    path = tmp_path / "evil.pt"
+    torch.save({"x": torch.zeros(1)}, path)
+    with pytest.raises(Exception, match=r"(?i)header|safetensors|invalid"):
+        load_checkpoint(path)
+
+
+def test_manifest_is_plain_json(tmp_path):
+    model, _ = _trained("sgd")
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model, None, {"epoch": 2, "config": {"model": "resnet20"}})
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8 : 8 + header_len])
+    manifest = json.loads(header["__metadata__"]["manifest"])
+    assert manifest["config"] == {"model": "resnet20"}
+    assert load_checkpoint(path).optimizer_state is None

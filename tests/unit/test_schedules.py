@@ -1,0 +1,67 @@
+"""tau schedules and the lr schedule are pure functions with the documented endpoints."""
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from recu_core.config import TauSchedule
+from recu_core.schedules import lr_at, tau_at
+
+taus = st.floats(min_value=0.5001, max_value=0.9999)
+
+
+@pytest.mark.parametrize("kind", ["exponential", "linear"])
+@given(tau_s=taus, tau_e=taus, total=st.integers(1, 1000))
+def test_endpoints_and_monotonic(kind, tau_s, tau_e, total):
+    tau_s, tau_e = min(tau_s, tau_e), max(tau_s, tau_e)
+    schedule = TauSchedule(kind=kind, tau_s=tau_s, tau_e=tau_e)
+    assert tau_at(schedule, 0, total) == pytest.approx(tau_s, abs=1e-12)
+    assert tau_at(schedule, total, total) == pytest.approx(tau_e, abs=1e-12)
+    values = [tau_at(schedule, t, total) for t in range(total + 1)]
+    assert all(b >= a - 1e-15 for a, b in zip(values, values[1:], strict=False))
+    assert all(0.5 < v < 1 for v in values)
+
+
+def test_exponential_matches_paper_formula():
+    schedule = TauSchedule(kind="exponential", tau_s=0.85, tau_e=0.99)
+    a = (0.99 - 0.85) / (math.e - 1)
+    b = 0.85 - a
+    for t in (0, 7, 123, 400):
+        assert tau_at(schedule, t, 400) == pytest.approx(a * math.exp(t / 400) + b, abs=1e-15)
+    # Exponential growth: most of the increase comes late.
+    assert tau_at(schedule, 200, 400) < 0.5 * (0.85 + 0.99)
+
+
+def test_constant_schedule():
+    schedule = TauSchedule(kind="constant", tau_s=0.9, tau_e=0.9)
+    assert {tau_at(schedule, t, 10) for t in range(11)} == {0.9}
+
+
+@pytest.mark.parametrize(("field", "value"), [("tau_s", 0.5), ("tau_e", 1.0), ("tau_s", 1.2)])
+def test_tau_outside_open_interval_is_rejected(field, value):
+    with pytest.raises(ValidationError, match=field):
+        TauSchedule(**{field: value})
+
+
+def test_decreasing_schedule_is_rejected_with_both_values():
+    with pytest.raises(ValidationError, match=r"tau_s \(0.99\) must not exceed tau_e \(0.85\)"):
+        TauSchedule(kind="exponential", tau_s=0.99, tau_e=0.85)
+
+
+def test_epoch_outside_range_is_an_error():
+    with pytest.raises(ValueError, match=r"epoch must lie in \[0, 10\]"):
+        tau_at(TauSchedule(), 11, 10)
+
+
+def test_lr_warmup_then_cosine():
+    assert lr_at(0, 100, 10, 0.1) == pytest.approx(0.01)
+    assert lr_at(9, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_at(10, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_at(55, 100, 10, 0.1) == pytest.approx(0.05)
+    assert lr_at(100, 100, 10, 0.1) == pytest.approx(0.0, abs=1e-12)
+    lrs = [lr_at(s, 100, 10, 0.1) for s in range(10, 101)]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lr_at(0, 100, 0, 0.1) == pytest.approx(0.1)
