@@ -42,9 +42,9 @@ $(RECU_DATA_DIR)/cifar10-jpeg/test:
 	tar xzf $(SHARED_CIFAR) -C $(RECU_DATA_DIR)
 
 bench: install data
-	$(PY) bench/binarize_overhead.py
-	$(PY) bench/data_pipeline.py
-	$(PY) bench/accuracy_cifar.py
+	$(PY) -m bench.binarize_overhead
+	$(PY) -m bench.data_pipeline
+	$(PY) -m bench.accuracy_cifar
 
 demo: install
 	$(VENV)/bin/recu train --model resnet20 --dataset digits --epochs 30 --batch-size 64 \

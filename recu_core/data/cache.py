@@ -80,14 +80,15 @@ def cached_splits(
 def read_splits(path: Path) -> Splits | None:
     """The splits stored at ``path``, or None when the file is corrupt or incomplete."""
     try:
-        tensors = safetensors.torch.load_file(path)
         with safetensors.safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
-        classes = tuple(json.loads(metadata["classes"]))
-        if int(metadata.get("version", -1)) != _FORMAT_VERSION:
-            return None
-        # Copy out of the memory map: the dataset must not change if the file does.
-        own = {k: tensors[k].clone(memory_format=torch.contiguous_format) for k in _TENSORS}
+            if metadata.get("version") != str(_FORMAT_VERSION):
+                return None
+            classes = tuple(json.loads(metadata["classes"]))
+            # Copies, not views of the memory map: the dataset must not change if the file does.
+            own = {
+                k: f.get_tensor(k).clone(memory_format=torch.contiguous_format) for k in _TENSORS
+            }
         return Splits(
             train_images=own["train_images"],
             train_labels=own["train_labels"],

@@ -58,14 +58,9 @@ def load_dataset(cfg: DatasetConfig, *, settings: Settings | None = None) -> Ima
     )
 
 
-def resolve_root(root: str | None, default: str | None, data_dir: Path) -> Path:
-    """``root`` (or ``default``) as an absolute path; relative paths are under ``data_dir``."""
-    chosen = root if root is not None else default
-    if chosen is None:
-        raise DatasetError(
-            f"imagefolder: dataset.root is required; point it at a folder laid out as {LAYOUT}"
-        )
-    path = Path(chosen).expanduser()
+def resolve_root(root: str, data_dir: Path) -> Path:
+    """``root`` as an absolute path; a relative one is taken under ``data_dir``."""
+    path = Path(root).expanduser()
     if not path.is_absolute():
         path = data_dir.expanduser() / path
     return path.resolve()
@@ -83,12 +78,16 @@ def _first(
 
 
 def _load_cifar(cfg: DatasetConfig, settings: Settings) -> Splits:
-    root = resolve_root(cfg.root, LAYOUTS[cfg.name].folder, settings.data_dir)
+    root = resolve_root(cfg.root or LAYOUTS[cfg.name].folder, settings.data_dir)
     return load_cifar(cfg.name, root, settings.cache_dir)
 
 
 def _load_imagefolder(cfg: DatasetConfig, settings: Settings) -> Splits:
-    root = resolve_root(cfg.root, None, settings.data_dir)
+    if cfg.root is None:
+        raise DatasetError(
+            f"imagefolder: dataset.root is required; point it at a folder laid out as {LAYOUT}"
+        )
+    root = resolve_root(cfg.root, settings.data_dir)
     return load_imagefolder(root, cfg.image_size, settings.cache_dir)
 
 

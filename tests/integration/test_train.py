@@ -1,0 +1,95 @@
+"""The training function: learning, exact resume, callbacks, no per-step host syncs."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from recu_core.checkpoint import load_checkpoint
+from recu_core.config import DatasetConfig, OptimizerConfig, TrainConfig
+from recu_core.data import load_dataset
+from recu_core.train import evaluate_accuracy, load_trained_model, train
+
+SMALL = TrainConfig(
+    model="resnet20",
+    dataset=DatasetConfig(name="digits", num_train=320, num_test=100),
+    epochs=4,
+    batch_size=64,
+    optimizer=OptimizerConfig(lr=0.05),
+)
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    full = train(SMALL)
+    ckpt = tmp_path / "epoch2.safetensors"
+
+    def crash_after_two(report):
+        if report.epoch == 2:
+            report.save_checkpoint(ckpt)
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(SMALL, callbacks=[crash_after_two])
+    resumed = train(SMALL, resume_from=ckpt)
+
+    assert [h["epoch"] for h in resumed.history] == [3.0, 4.0]
+    for a, b in zip(full.history[2:], resumed.history, strict=True):
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "tau", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_history_callbacks_and_checkpoint_manifest(tmp_path):
+    seen = []
+    path = tmp_path / "final.safetensors"
+
+    def record(report):
+        seen.append(report.epoch)
+        if report.epoch == report.total_epochs:
+            report.save_checkpoint(path)
+
+    result = train(SMALL, callbacks=[record])
+    assert seen == [1, 2, 3, 4]
+    assert [h["epoch"] for h in result.history] == [1.0, 2.0, 3.0, 4.0]
+    assert result.history[0]["tau"] == pytest.approx(0.85)
+    assert all(0.0 <= h["test_acc"] <= 1.0 for h in result.history)
+    assert len(result.telemetry) == 4 and len(result.telemetry[-1]["layers"]) == 18
+
+    manifest = load_checkpoint(path).manifest
+    assert manifest["epoch"] == 4
+    assert TrainConfig.model_validate(manifest["config"]) == SMALL
+    model = load_trained_model(path)
+    accuracy = evaluate_accuracy(model, load_dataset(SMALL.dataset), device="cpu")
+    assert accuracy == pytest.approx(result.final["test_acc"], abs=1e-9)
+
+
+class _CountHostSyncs(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_training_loop_makes_no_scalar_host_syncs():
+    dataset = load_dataset(SMALL.dataset)
+    with _CountHostSyncs() as mode:
+        train(SMALL.model_copy(update={"epochs": 2}), dataset=dataset)
+    assert mode.count == 0
+
+
+@pytest.mark.slow
+def test_recu_resnet20_learns_digits():
+    config = TrainConfig(
+        model="resnet20", dataset=DatasetConfig(name="digits"), epochs=30, batch_size=32,
+        optimizer=OptimizerConfig(lr=0.1),
+    )
+    result = train(config)
+    assert result.final["test_acc"] >= 0.93, result.history[-1]
