@@ -48,7 +48,7 @@ bench: install data
 
 demo: install
 	$(VENV)/bin/recu train --model resnet20 --dataset digits --epochs 30 --batch-size 64 \
-		--lr 0.05 -o var/runs/demo-resnet20-digits.safetensors
+		--lr 0.2 -o var/runs/demo-resnet20-digits.safetensors
 	$(VENV)/bin/recu evaluate var/runs/demo-resnet20-digits.safetensors
 
 clean:

@@ -52,20 +52,31 @@ def main() -> None:
         started = time.perf_counter()
         for seed in args.seeds:
             config = TrainConfig(
-                model=args.model, dataset=data_cfg, epochs=args.epochs, batch_size=args.batch,
-                optimizer=OptimizerConfig(lr=args.lr), seed=seed, **overrides,
+                model=args.model,
+                dataset=data_cfg,
+                epochs=args.epochs,
+                batch_size=args.batch,
+                optimizer=OptimizerConfig(lr=args.lr),
+                seed=seed,
+                **overrides,
             )
             result = train(config, dataset=dataset)
             accs.append(result.final["test_acc"])
             print(f"  {name:24s} seed {seed}: {result.final['test_acc']:.4f}", flush=True)
         mean = statistics.mean(accs)
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        rows[name] = {"accs": accs, "mean": mean, "std": std,
-                      "minutes": (time.perf_counter() - started) / 60}
+        rows[name] = {
+            "accs": accs,
+            "mean": mean,
+            "std": std,
+            "minutes": (time.perf_counter() - started) / 60,
+        }
     print("| variant | top-1 (mean ± std) | minutes |")
     print("|---|---|---|")
     for name, row in rows.items():
-        print(f"| {name} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {row['minutes']:.1f} |")
+        print(
+            f"| {name} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {row['minutes']:.1f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

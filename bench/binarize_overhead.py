@@ -53,8 +53,10 @@ def main() -> None:
     print(f"ReCU ResNet-20 train step   {recu:8.1f} img/s   rounds {results['recu']}")
     print(f"plain ResNet-20 train step  {plain:8.1f} img/s   rounds {results['plain']}")
     ratios = [r / p for r, p in zip(results["recu"], results["plain"], strict=True)]
-    print(f"ratio ReCU / plain: {recu / plain:.3f} (median of medians); per round "
-          f"{[round(r, 3) for r in ratios]}; goal >= 0.95")
+    print(
+        f"ratio ReCU / plain: {recu / plain:.3f} (median of medians); per round "
+        f"{[round(r, 3) for r in ratios]}; goal >= 0.95"
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ def environment() -> str:
     )
 
 
-def interleaved(
-    runs: dict[str, Callable[[], float]], rounds: int
-) -> dict[str, list[float]]:
+def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
     """Call each run once per round, alternating, so machine noise hits all alike.
 
     Each callable returns a throughput; the lists hold one figure per round.

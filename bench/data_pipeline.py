@@ -40,12 +40,23 @@ def main() -> None:
     cached_load = time.perf_counter() - start
 
     loader = DeviceLoader(
-        dataset.train_images, dataset.train_labels, batch_size=args.batch, mean=dataset.mean,
-        std=dataset.std, train=True, crop_padding=4, flip=True, seed=0,
+        dataset.train_images,
+        dataset.train_labels,
+        batch_size=args.batch,
+        mean=dataset.mean,
+        std=dataset.std,
+        train=True,
+        crop_padding=4,
+        flip=True,
+        seed=0,
     )
     plain = DeviceLoader(
-        dataset.train_images, dataset.train_labels, batch_size=args.batch, mean=dataset.mean,
-        std=dataset.std, train=False,
+        dataset.train_images,
+        dataset.train_labels,
+        batch_size=args.batch,
+        mean=dataset.mean,
+        std=dataset.std,
+        train=False,
     )
     premade = list(itertools.islice(plain.epoch(0), args.steps))
 
@@ -80,11 +91,13 @@ def main() -> None:
     aug = median([loader_only() for _ in range(2)])
     a, b = median(results["loader"]), median(results["premade"])
     print(f"# data pipeline  ({environment()})")
-    print(f"dataset: {len(dataset.train_images)} train images {tuple(dataset.train_images.shape[1:])}")
-    print(f"first load (decode JPEGs or read cache) {first_load:.1f} s, cached load {cached_load:.2f} s")
+    shape = tuple(dataset.train_images.shape[1:])
+    print(f"dataset: {len(dataset.train_images)} train images {shape}")
+    print(f"first load (decode or read cache) {first_load:.1f} s, cached {cached_load:.2f} s")
     print(f"augmenting loader alone: {aug:,.0f} img/s (a full 50k epoch in {50_000 / aug:.2f} s)")
-    print(f"train steps fed by loader   {a:8.1f} img/s  rounds {[round(v, 1) for v in results['loader']]}")
-    print(f"train steps on premade      {b:8.1f} img/s  rounds {[round(v, 1) for v in results['premade']]}")
+    for label, name, value in (("fed by loader", "loader", a), ("on premade", "premade", b)):
+        rounds = [round(v, 1) for v in results[name]]
+        print(f"train steps {label:14s} {value:8.1f} img/s  rounds {rounds}")
     print(f"ratio loader / premade: {a / b:.3f}; goal >= 0.95")
 
 

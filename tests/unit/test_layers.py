@@ -22,7 +22,9 @@ from recu_core.layers import (
 def test_laplace_quantile_matches_numpy_inverse_cdf(tau, b):
     # Inverse CDF of Laplace(0, b) for p > 0.5: x = -b * ln(2 * (1 - p)), computed in NumPy.
     expected = -b * np.log(2.0 * (1.0 - tau))
-    got = laplace_quantile(torch.tensor(b, dtype=torch.float64), torch.tensor(tau, dtype=torch.float64))
+    got = laplace_quantile(
+        torch.tensor(b, dtype=torch.float64), torch.tensor(tau, dtype=torch.float64)
+    )
     assert got.item() == pytest.approx(expected, rel=1e-12)
 
 

@@ -33,7 +33,7 @@ def test_registry_matches_config_names():
 
 
 def test_unknown_model_names_allowed_values():
-    with pytest.raises(ValueError, match="unknown model 'resnet50'.*resnet20"):
+    with pytest.raises(ValueError, match=r"unknown model 'resnet50'.*resnet20"):
         create_model("resnet50", num_classes=10, in_channels=3, image_size=32)
 
 

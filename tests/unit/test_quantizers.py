@@ -45,5 +45,5 @@ def test_binary_sign_keeps_dtype_and_two_values():
 
 
 def test_unknown_estimator_names_allowed_values():
-    with pytest.raises(ValueError, match="unknown straight-through estimator 'tanh'.*approx_sign"):
+    with pytest.raises(ValueError, match=r"unknown straight-through estimator 'tanh'.*approx_sign"):
         get_ste("tanh")

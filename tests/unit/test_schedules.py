@@ -1,5 +1,6 @@
 """tau schedules and the lr schedule are pure functions with the documented endpoints."""
 
+import itertools
 import math
 
 import pytest
@@ -21,7 +22,7 @@ def test_endpoints_and_monotonic(kind, tau_s, tau_e, total):
     assert tau_at(schedule, 0, total) == pytest.approx(tau_s, abs=1e-12)
     assert tau_at(schedule, total, total) == pytest.approx(tau_e, abs=1e-12)
     values = [tau_at(schedule, t, total) for t in range(total + 1)]
-    assert all(b >= a - 1e-15 for a, b in zip(values, values[1:], strict=False))
+    assert all(b >= a - 1e-15 for a, b in itertools.pairwise(values))
     assert all(0.5 < v < 1 for v in values)
 
 
@@ -63,5 +64,5 @@ def test_lr_warmup_then_cosine():
     assert lr_at(55, 100, 10, 0.1) == pytest.approx(0.05)
     assert lr_at(100, 100, 10, 0.1) == pytest.approx(0.0, abs=1e-12)
     lrs = [lr_at(s, 100, 10, 0.1) for s in range(10, 101)]
-    assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(b <= a for a, b in itertools.pairwise(lrs))
     assert lr_at(0, 100, 0, 0.1) == pytest.approx(0.1)

@@ -13,9 +13,7 @@ from recu_core.telemetry import HIST_BINS, WeightTelemetry
 
 def _model(options=None):
     torch.manual_seed(0)
-    model = create_model(
-        "resnet20", num_classes=10, in_channels=1, image_size=8, options=options
-    )
+    model = create_model("resnet20", num_classes=10, in_channels=1, image_size=8, options=options)
     set_tau(model, 0.9)
     return model
 
