@@ -47,8 +47,8 @@ bench: install data
 	$(PY) -m bench.accuracy_cifar
 
 demo: install
-	$(VENV)/bin/recu train --model resnet20 --dataset digits --epochs 30 --batch-size 64 \
-		--lr 0.2 -o var/runs/demo-resnet20-digits.safetensors
+	$(VENV)/bin/recu train --model resnet20 --dataset digits --epochs 30 --batch-size 32 \
+		--lr 0.1 -o var/runs/demo-resnet20-digits.safetensors
 	$(VENV)/bin/recu evaluate var/runs/demo-resnet20-digits.safetensors
 
 clean:

@@ -14,7 +14,11 @@ and for the input activation a (training only; sign is scale-invariant, so eval 
     a0 = a / sqrt(var(a) + eps)                   per sample, over all non-batch dims
     ab = sign(a0)                                 ApproxSign gradient by default
 
-    out = op(ab, wb) * alpha                      alpha: learned, per output channel
+    out = op(ab, wb) * alpha = op(ab, wb * alpha)  alpha: learned, per output channel
+
+alpha is applied to the (small) binary weight rather than the (large) output: the same
+function, since alpha is per output channel, without a pass over the activation in
+forward and two in backward.
 
 tau lives in a buffer that the schedule sets once per epoch; Q stays a device tensor, so
 a training step makes no device-to-host synchronisation (the official code calls
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recu_core.config import BinaryOptions
-from recu_core.quantizers import get_ste
+from recu_core.quantizers import get_scaled_ste, get_ste
 
 EPS = 1e-5
 _STD_TARGET = 2 * math.sqrt(2)  # filter std after standardisation: Laplace scale b = 2
@@ -73,6 +77,7 @@ class _ReCUMixin:
     def _init_recu(self, options: BinaryOptions, alpha_shape: tuple[int, ...]) -> None:
         self.options = options
         self._act_quantizer = get_ste(options.activation_ste)
+        self._scaled_act_quantizer = get_scaled_ste(options.activation_ste)
         self._weight_quantizer = get_ste("identity")
         self.register_buffer("tau", torch.tensor(0.85))  # type: ignore[attr-defined]
         if options.alpha == "learned":
@@ -98,13 +103,17 @@ class _ReCUMixin:
         return self._weight_quantizer(w1)
 
     def binary_input(self, a: Tensor) -> Tensor:
-        """sign(a0): per-sample scaled in training, then the activation STE."""
+        """sign(a0): per-sample scaled in training (one fused op), then the activation STE."""
         if self.training and self.options.scale_activations:
-            a = scale_per_sample(a)
+            return self._scaled_act_quantizer(a)
         return self._act_quantizer(a)
 
-    def _scale(self, out: Tensor) -> Tensor:
-        return out if self.alpha is None else out * self.alpha
+    def scaled_binary_weight(self) -> Tensor:
+        """alpha * sign(w2), alpha broadcast over each output filter."""
+        wb = self.binary_weight()
+        if self.alpha is None:
+            return wb
+        return wb * self.alpha.view((-1,) + (1,) * (wb.ndim - 1))
 
 
 class BinaryConv2d(_ReCUMixin, nn.Conv2d):
@@ -125,16 +134,15 @@ class BinaryConv2d(_ReCUMixin, nn.Conv2d):
         self._init_recu(options or BinaryOptions(), (out_channels, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, out, H', W')
-        out = F.conv2d(
+        return F.conv2d(
             self.binary_input(x),
-            self.binary_weight(),
+            self.scaled_binary_weight(),
             self.bias,
             self.stride,
             self.padding,
             self.dilation,
             self.groups,
         )
-        return self._scale(out)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {_options_repr(self.options)}"
@@ -155,7 +163,7 @@ class BinaryLinear(_ReCUMixin, nn.Linear):
         self._init_recu(options or BinaryOptions(), (out_features,))
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, out)
-        return self._scale(F.linear(self.binary_input(x), self.binary_weight(), self.bias))
+        return F.linear(self.binary_input(x), self.scaled_binary_weight(), self.bias)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {_options_repr(self.options)}"

@@ -92,8 +92,8 @@ def test_recu_resnet20_learns_digits():
         model="resnet20",
         dataset=DatasetConfig(name="digits"),
         epochs=30,
-        batch_size=64,
-        optimizer=OptimizerConfig(lr=0.2),
+        batch_size=32,
+        optimizer=OptimizerConfig(lr=0.1),
     )
     result = train(config)
     assert result.final["test_acc"] >= 0.93, result.history[-1]

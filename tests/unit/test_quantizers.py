@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recu_core.quantizers import STE_GRADIENTS, binary_sign, get_ste
+from recu_core.quantizers import STE_GRADIENTS, binary_sign, get_scaled_ste, get_ste
 
 NUMPY_REFERENCE = {
     "identity": lambda x: np.ones_like(x),
@@ -21,9 +21,9 @@ def test_every_registered_estimator_has_a_reference():
 
 @pytest.mark.parametrize("name", sorted(NUMPY_REFERENCE))
 def test_forward_is_binary_sign(name):
-    x = torch.tensor([-2.0, -0.5, -0.0, 0.0, 1e-8, 0.7, 3.0])
+    x = torch.tensor([-2.0, -0.5, -1e-30, -0.0, 0.0, 1e-30, 0.7, 3.0])
     out = get_ste(name)(x)
-    assert out.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert out.tolist() == [-1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("name", sorted(NUMPY_REFERENCE))
@@ -47,3 +47,25 @@ def test_binary_sign_keeps_dtype_and_two_values():
 def test_unknown_estimator_names_allowed_values():
     with pytest.raises(ValueError, match=r"unknown straight-through estimator 'tanh'.*approx_sign"):
         get_ste("tanh")
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_REFERENCE))
+def test_fused_scaled_sign_matches_autograd_of_scale_then_sign(name):
+    torch.manual_seed(0)
+    x = (torch.randn(5, 3, 4, 4, dtype=torch.float64) * 2 + 0.3).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    upstream = torch.randn(5, 3, 4, 4, dtype=torch.float64)
+
+    out = get_scaled_ste(name)(x)
+    (out * upstream).sum().backward()
+    a0 = x_ref / torch.sqrt(x_ref.var(dim=(1, 2, 3), keepdim=True) + 1e-5)
+    ref = get_ste(name)(a0)
+    (ref * upstream).sum().backward()
+
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_scaled_estimator_validates_name():
+    with pytest.raises(ValueError, match="allowed"):
+        get_scaled_ste("nope")
