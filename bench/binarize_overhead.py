@@ -1,9 +1,12 @@
 """Binarisation overhead: ReCU ResNet-20 train-step images/s over the same network
 with plain convs, CIFAR shapes (3x32x32), batch 128, CPU. Goal: ratio >= 0.95.
 
-Three variants, interleaved round by round: the library's ReCU layers (fused per-sample
-scaling + sign with a hand-written backward), the same layers with the activation path
-left to autograd (scale, then sign: the straightforward implementation), and plain convs.
+Variants, interleaved step by step: the library's ReCU layers with the activation backward
+fused by torch.compile (the trainer's default, ``kernels="compiled"``), the same with the
+hand-written eager backward (``kernels="eager"``), the activation path left to autograd
+(scale, then sign: the straightforward implementation), plain convs, and a floor: bare
+sign of weights and activations with none of ReCU's maths, the cost any binary network
+pays in eager PyTorch on float tensors.
 
     .venv/bin/python -m bench.binarize_overhead [--batch 128] [--rounds 30]
 """
@@ -17,7 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import environment, interleaved, median, timed
-from recu_core.layers import BinaryConv2d, binary_layers, scale_per_sample, set_tau
+from recu_core.config import BinaryOptions
+from recu_core.layers import (
+    BinaryConv2d,
+    binary_layers,
+    scale_per_sample,
+    set_tau,
+    use_compiled_kernels,
+)
 from recu_core.models import create_model
 from recu_core.quantizers import get_ste
 
@@ -29,14 +39,33 @@ def _autograd_binary_input(self: BinaryConv2d, a: torch.Tensor) -> torch.Tensor:
     return get_ste(self.options.activation_ste)(a)
 
 
+SIGN_ONLY = BinaryOptions(
+    clamp=False,
+    standardize=False,
+    activation_ste="identity",
+    alpha="none",
+    scale_activations=False,
+)
+
+
 def step_runner(
-    binary: bool, batch: int, *, autograd_scaling: bool = False, compile_model: bool = False
+    binary: bool,
+    batch: int,
+    *,
+    autograd_scaling: bool = False,
+    compile_model: bool = False,
+    compiled_kernels: bool = False,
+    options: BinaryOptions | None = None,
 ):
     """A callable that runs one SGD train step and returns its images/s."""
     torch.manual_seed(0)
-    model = create_model("resnet20", num_classes=10, in_channels=3, image_size=32, binary=binary)
+    model = create_model(
+        "resnet20", num_classes=10, in_channels=3, image_size=32, binary=binary, options=options
+    )
     if binary:
         set_tau(model, 0.9)
+    if compiled_kernels:
+        use_compiled_kernels(model)
     if autograd_scaling:
         for _, layer in binary_layers(model):
             layer.binary_input = types.MethodType(_autograd_binary_input, layer)  # type: ignore[method-assign]
@@ -66,13 +95,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     runs = {
-        "ReCU (fused activation path)": step_runner(True, args.batch, compile_model=args.compile),
+        "ReCU, eager backward": step_runner(True, args.batch, compile_model=args.compile),
         "plain convs": step_runner(False, args.batch, compile_model=args.compile),
     }
     if not args.compile:
+        runs["ReCU, compiled backward (default)"] = step_runner(
+            True, args.batch, compiled_kernels=True
+        )
         runs["ReCU (autograd activation path)"] = step_runner(
             True, args.batch, autograd_scaling=True
         )
+        runs["sign only (floor: no ReCU maths)"] = step_runner(True, args.batch, options=SIGN_ONLY)
     results = interleaved(runs, args.rounds)
     plain = results["plain convs"]
     mode = "torch.compile (inductor)" if args.compile else "eager"

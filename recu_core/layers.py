@@ -73,11 +73,12 @@ class _ReCUMixin:
     alpha: nn.Parameter | None
     options: BinaryOptions
     training: bool
+    compiled_kernels: bool
 
     def _init_recu(self, options: BinaryOptions, alpha_shape: tuple[int, ...]) -> None:
         self.options = options
         self._act_quantizer = get_ste(options.activation_ste)
-        self._scaled_act_quantizer = get_scaled_ste(options.activation_ste)
+        self.use_compiled_kernels(False)
         self._weight_quantizer = get_ste("identity")
         self.register_buffer("tau", torch.tensor(0.85))  # type: ignore[attr-defined]
         if options.alpha == "learned":
@@ -85,6 +86,11 @@ class _ReCUMixin:
             self.alpha = nn.Parameter(torch.rand(alpha_shape))
         else:
             self.register_parameter("alpha", None)  # type: ignore[attr-defined]
+
+    def use_compiled_kernels(self, enabled: bool) -> None:
+        """Fuse the activation backward with torch.compile (see quantizers)."""
+        self.compiled_kernels = enabled
+        self._scaled_act_quantizer = get_scaled_ste(self.options.activation_ste, compiled=enabled)
 
     def latent_weight(self) -> Tensor:
         """w1: the (optionally) standardised latent weight that the clamp acts on."""
@@ -179,6 +185,12 @@ def _options_repr(options: BinaryOptions) -> str:
 def binary_layers(model: nn.Module) -> list[tuple[str, BinaryConv2d | BinaryLinear]]:
     """(qualified name, layer) for every ReCU layer of ``model``, in module order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, BINARY_LAYERS)]
+
+
+def use_compiled_kernels(model: nn.Module, enabled: bool = True) -> None:
+    """Switch every binary layer's activation backward to the torch.compile-fused kernel."""
+    for _, layer in binary_layers(model):
+        layer.use_compiled_kernels(enabled)
 
 
 @torch.no_grad()

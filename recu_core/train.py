@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from recu_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from recu_core.config import TrainConfig
 from recu_core.data import DeviceLoader, ImageDataset, load_dataset
-from recu_core.layers import set_tau
+from recu_core.layers import set_tau, use_compiled_kernels
 from recu_core.models import create_model
 from recu_core.schedules import lr_at, tau_at
 from recu_core.settings import Settings
@@ -199,6 +199,8 @@ def train(
     model = build_model(config, dataset).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if config.kernels == "compiled" and not config.compile:
+        use_compiled_kernels(model)  # whole-model compile fuses these kernels itself
     optimizer = build_optimizer(config, model)
     start_epoch = 0
     if resume_from is not None:

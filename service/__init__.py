@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): validates, stores and serves jobs. Never imports torch or ray."""

@@ -16,9 +16,21 @@ def test_train_then_evaluate_and_inspect(tmp_path):
     result = runner.invoke(
         app,
         [
-            "train", "--dataset", "digits", "--num-train", "256", "--epochs", "2",
-            "--batch-size", "64", "--device", "cpu", "-o", str(ckpt),
-            "--metrics-json", str(history),
+            "train",
+            "--dataset",
+            "digits",
+            "--num-train",
+            "256",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "-o",
+            str(ckpt),
+            "--metrics-json",
+            str(history),
         ],
     )
     assert result.exit_code == 0, result.output

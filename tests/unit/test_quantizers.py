@@ -1,5 +1,7 @@
 """Each straight-through estimator: forward is a strict sign, gradient matches NumPy."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -69,3 +71,16 @@ def test_fused_scaled_sign_matches_autograd_of_scale_then_sign(name):
 def test_scaled_estimator_validates_name():
     with pytest.raises(ValueError, match="allowed"):
         get_scaled_ste("nope")
+
+
+@pytest.mark.parametrize("name", ["approx_sign", "clipped_relu"])
+def test_compiled_backward_kernel_matches_eager(name):
+    torch.manual_seed(1)
+    x = (torch.randn(6, 4, 5, 5) * 1.5).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    upstream = torch.randn(6, 4, 5, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager fails the test
+        (get_scaled_ste(name, compiled=True)(x) * upstream).sum().backward()
+    (get_scaled_ste(name)(x_ref) * upstream).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
