@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from recu_core.config import DatasetConfig, TrainConfig
 from recu_core.data import DeviceLoader, load_dataset
-from recu_core.layers import set_tau
+from recu_core.layers import set_tau, use_compiled_kernels
 from recu_core.models import create_model
 from recu_core.train import train
 
@@ -29,6 +29,7 @@ def throughput(dataset, *, bf16: bool, channels_last: bool, steps: int = 50) -> 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     set_tau(model, 0.9)
+    use_compiled_kernels(model)  # the trainer's default: Triton-fused activation kernels
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     loader = DeviceLoader(
@@ -60,7 +61,7 @@ def throughput(dataset, *, bf16: bool, channels_last: bool, steps: int = 50) -> 
                     return seen
         return seen
 
-    run(10)  # warm-up: cuDNN autotuning and allocator growth may synchronise
+    run(10)  # warm-up: compilation, cuDNN autotuning and allocator growth may synchronise
     torch.cuda.synchronize()
     start = time.perf_counter()
     torch.cuda.set_sync_debug_mode("error")
