@@ -18,14 +18,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from recu_core.config import (
-    BinaryOptions,
     DatasetConfig,
     DatasetName,
     ModelName,
-    OptimizerConfig,
     ScheduleKind,
     SteName,
-    TauSchedule,
     TrainConfig,
 )
 
@@ -88,37 +85,39 @@ def train(
     from recu_core.train import EpochReport
     from recu_core.train import train as run_training
 
+    spec = {
+        "model": model,
+        "binary": not full_precision,
+        "dataset": {
+            "name": dataset,
+            "root": data_root,
+            "image_size": image_size,
+            "num_train": num_train,
+        },
+        "binary_options": {
+            "clamp": clamp,
+            "standardize": standardize,
+            "activation_ste": activation_ste,
+            "alpha": "learned" if alpha else "none",
+        },
+        "tau": {"kind": tau_schedule, "tau_s": tau_s, "tau_e": tau_e},
+        "optimizer": {
+            "name": optimizer,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "warmup_epochs": warmup_epochs,
+            "label_smoothing": label_smoothing,
+        },
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "precision": "bf16" if bf16 else "fp32",
+        "channels_last": channels_last,
+        "compile": compile_model,
+        "device": device,
+    }
     try:
-        config = TrainConfig(
-            model=model,
-            binary=not full_precision,
-            dataset=DatasetConfig(
-                name=dataset, root=data_root, image_size=image_size, num_train=num_train
-            ),
-            binary_options=BinaryOptions(
-                clamp=clamp,
-                standardize=standardize,
-                activation_ste=activation_ste,
-                alpha="learned" if alpha else "none",
-            ),
-            tau=TauSchedule(kind=tau_schedule, tau_s=tau_s, tau_e=tau_e),
-            optimizer=OptimizerConfig.model_validate(
-                {
-                    "name": optimizer,
-                    "lr": lr,
-                    "weight_decay": weight_decay,
-                    "warmup_epochs": warmup_epochs,
-                    "label_smoothing": label_smoothing,
-                }
-            ),
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            precision="bf16" if bf16 else "fp32",
-            channels_last=channels_last,
-            compile=compile_model,
-            device=device,
-        )
+        config = TrainConfig.model_validate(spec)
     except ValidationError as err:
         raise _fail(_validation_message(err)) from None
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
@@ -125,9 +124,7 @@ def scaled_sign_statistics(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return torch.sqrt(var.clamp_min(0) + eps).view(shape), (total / n).view(shape)
 
 
-def scaled_sign_backward(
-    x: Tensor, s: Tensor, mean: Tensor, grad: Tensor, grad_fn: GradFn
-) -> Tensor:
+def scaled_sign_backward(x: Tensor, s: Tensor, mean: Tensor, grad: Tensor, ste: str) -> Tensor:
     """dL/dx of q(x / s) with the per-sample scale s = sqrt(var(x) + eps) differentiated too.
 
     With u = x / s, G = dL/dq * g(u), n elements per sample and m their mean:
@@ -136,7 +133,7 @@ def scaled_sign_backward(
     """
     n = x[0].numel()
     u = x / s
-    g = grad_fn(u).mul_(grad)  # G
+    g = STE_GRADIENTS[ste](u).mul_(grad)  # G
     dot = torch.linalg.vecdot(g.flatten(1), u.flatten(1))  # (B,)
     term = dot.view(s.shape) / (s * (n - 1))  # (B, 1, ...)
     return g.addcmul_(x, term, value=-1).add_(mean * term).div_(s)
@@ -147,36 +144,42 @@ def sign_and_statistics(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     return (binary_sign(x), *scaled_sign_statistics(x, eps))
 
 
-def compiled_or_eager(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
-    """``fn`` fused by torch.compile (dynamic shapes: compiled once), or ``fn`` itself.
+class _CompiledOrEager:
+    """``fn`` fused by torch.compile (dynamic shapes: compiled once per distinct constant
+    argument), or ``fn`` itself where compilation is impossible (no C++ compiler on CPU,
+    no Triton on GPU): then it warns once and runs eagerly from then on.
 
-    Compilation happens on first call; where it is impossible (no C++ compiler on CPU,
-    no Triton on GPU) this warns once and runs ``fn`` eagerly from then on.
+    ``fn`` must be a plain module-level function: dynamo caches compiled code per code
+    object, and wrappers such as functools.partial share one code object, which made two
+    compiled functions evict each other's code on every call.
     """
-    compiled = torch.compile(fn, dynamic=True)
-    state = {"broken": False}
 
-    def run(*args: Any) -> Any:
-        if state["broken"]:
-            return fn(*args)
-        try:
-            return compiled(*args)
-        except Exception as err:  # compiler toolchain missing or failing: keep training
-            state["broken"] = True
-            warnings.warn(
-                f"compiled ReCU {what} unavailable ({type(err).__name__}: {err}); "
-                "falling back to eager (slower)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return fn(*args)
+    def __init__(self, fn: Callable[..., Any], what: str) -> None:
+        self.fn = fn
+        self.what = what
+        self.compiled = torch.compile(fn, dynamic=True)
+        self.broken = False
 
-    return run
+    def __call__(self, *args: Any) -> Any:
+        if not self.broken:
+            try:
+                return self.compiled(*args)
+            except Exception as err:  # compiler toolchain missing or failing: keep training
+                self.broken = True
+                warnings.warn(
+                    f"compiled ReCU {self.what} unavailable ({type(err).__name__}: {err}); "
+                    "falling back to eager (slower)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return self.fn(*args)
 
 
-def _scaled_masked_sign(
-    grad_fn: GradFn, eps: float, *, compiled: bool
-) -> type[torch.autograd.Function]:
+_COMPILED_FORWARD = _CompiledOrEager(sign_and_statistics, "activation forward")
+_COMPILED_BACKWARD = _CompiledOrEager(scaled_sign_backward, "activation backward")
+
+
+def _scaled_masked_sign(ste: str, eps: float, *, compiled: bool) -> type[torch.autograd.Function]:
     """sign(x / s) = sign(x) forward; backward through u = x / s and s (see
     ``scaled_sign_backward``), replacing the autograd graph of division, variance and
     mask: the per-layer cost that dominates narrow binary layers on CPU.
@@ -185,25 +188,22 @@ def _scaled_masked_sign(
     statistics become one pass, the backward's ~10 eager passes two kernels (measured
     on CPU for a (128, 16, 32, 32) input: 8.3 ms -> 1.2 ms backward).
     """
-    forward_fn: Callable[..., Any] = partial(sign_and_statistics, eps=eps)
-    backward_fn: Callable[..., Any] = partial(scaled_sign_backward, grad_fn=grad_fn)
-    if compiled:
-        forward_fn = compiled_or_eager(forward_fn, "activation forward")
-        backward_fn = compiled_or_eager(backward_fn, "activation backward")
+    forward_fn = _COMPILED_FORWARD if compiled else sign_and_statistics
+    backward_fn = _COMPILED_BACKWARD if compiled else scaled_sign_backward
 
     class _ScaledSign(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, x: Tensor) -> Tensor:
-            sign, scale, mean = forward_fn(x.detach())
+            sign, scale, mean = forward_fn(x.detach(), eps)
             ctx.save_for_backward(x, scale, mean)
             return sign
 
         @staticmethod
         def backward(ctx: Any, grad: Tensor) -> Tensor:
             x, s, mean = ctx.saved_tensors
-            return backward_fn(x, s, mean, grad)
+            return backward_fn(x.detach(), s, mean, grad, ste)
 
-    _ScaledSign.__name__ = f"_ScaledSign_{grad_fn.__name__}"
+    _ScaledSign.__name__ = f"_ScaledSign_{ste}"
     return _ScaledSign
 
 
@@ -236,7 +236,7 @@ def get_scaled_ste(name: str, *, compiled: bool = False) -> Quantizer:
     get_ste(name)  # validates the name
     key = (name, compiled)
     if key not in _SCALED_QUANTIZERS:
-        function = _scaled_masked_sign(STE_GRADIENTS[name], SCALE_EPS, compiled=compiled)
+        function = _scaled_masked_sign(name, SCALE_EPS, compiled=compiled)
         _SCALED_QUANTIZERS[key] = _quantizer(function)
     return _SCALED_QUANTIZERS[key]
 
