@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
@@ -107,19 +108,34 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _parse(data: bytes, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and manifest from safetensors bytes; any malformed file is a ValueError."""
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        tensors = load_bytes(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a safetensors checkpoint ({err})") from None
+    meta = (header.get("__metadata__") if isinstance(header, dict) else None) or {}
+    if "manifest" not in meta:
+        raise ValueError(f"{path} is a safetensors file without a recu manifest")
+    return tensors, json.loads(meta["manifest"])
+
+
 def load_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -> Checkpoint:
-    """Read a checkpoint; with ``expected_sha256``, refuse a file whose bytes differ."""
+    """Read a checkpoint; with ``expected_sha256``, refuse a file whose bytes differ.
+
+    The file is read once: the bytes hashed are the bytes parsed.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    if expected_sha256 is not None and (actual := sha256_file(path)) != expected_sha256:
-        raise ValueError(f"checkpoint {path} has sha256 {actual}, expected {expected_sha256}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if "manifest" not in meta:
-            raise ValueError(f"{path} is a safetensors file without a recu manifest")
-        manifest = json.loads(meta["manifest"])
-        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    data = path.read_bytes()
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected_sha256:
+            raise ValueError(f"checkpoint {path} has sha256 {actual}, expected {expected_sha256}")
+    tensors, manifest = _parse(data, path)
     model_state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
     optimizer_state = None
     if "optimizer" in manifest:

@@ -75,14 +75,23 @@ def train(
     output: Annotated[Path, typer.Option("-o", "--output", help="Final checkpoint path.")] = Path(
         "var/runs/last.safetensors"
     ),
-    resume: Annotated[Path | None, typer.Option(help="Resume from this checkpoint.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Resume from this checkpoint (its recipe; flags set only where it runs)."
+        ),
+    ] = None,
+    save_every: Annotated[
+        int, typer.Option(min=1, help="Overwrite the checkpoint every N epochs (resumable).")
+    ] = 1,
     metrics_json: Annotated[
         Path | None, typer.Option(help="Also write the per-epoch history here.")
     ] = None,
 ) -> None:
     """Train a model locally and write a resumable safetensors checkpoint."""
+    from recu_core.checkpoint import load_checkpoint, sha256_file
     from recu_core.data import DatasetError
-    from recu_core.train import EpochReport
+    from recu_core.train import EXECUTION_FIELDS, EpochReport
     from recu_core.train import train as run_training
 
     spec = {
@@ -117,9 +126,14 @@ def train(
         "device": device,
     }
     try:
+        if resume is not None:  # the run's recipe comes from the checkpoint
+            saved = load_checkpoint(resume).manifest["config"]
+            spec = {**saved, **{k: spec[k] for k in EXECUTION_FIELDS if k in spec}}
         config = TrainConfig.model_validate(spec)
     except ValidationError as err:
         raise _fail(_validation_message(err)) from None
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
 
     table = Table("epoch", "tau", "lr", "train loss", "train acc", "test acc", "img/s")
     progress = Progress(
@@ -156,18 +170,20 @@ def train(
             f"{m['images_per_s']:.0f}",
         )
         last[:] = [report]
+        if report.epoch % save_every == 0 or report.epoch == report.total_epochs:
+            report.save_checkpoint(output)  # atomic: a crash leaves the previous one
 
     label = f"{'ReCU' if config.binary else 'FP'} {config.model} on {config.dataset.name}"
     with progress:
         task = progress.add_task(label, total=config.epochs, status="")
         try:
             result = run_training(config, callbacks=[on_epoch], resume_from=resume)
-        except (DatasetError, ValueError, FileNotFoundError) as err:
+        except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
             raise _fail(str(err)) from None
     if not last:
         console.print("nothing to train: the checkpoint already completed every epoch")
         return
-    sha = last[0].save_checkpoint(output)
+    sha = sha256_file(output)
     if metrics_json is not None:
         metrics_json.parent.mkdir(parents=True, exist_ok=True)
         metrics_json.write_text(json.dumps(result.history, indent=2))
@@ -180,8 +196,8 @@ def train(
 @app.command()
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A recu checkpoint (.safetensors).")],
-    dataset: Annotated[
-        DatasetName | None, typer.Option(help="Override the dataset of the manifest.")
+    data_root: Annotated[
+        str | None, typer.Option(help="Dataset folder, if not where the run found it.")
     ] = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
@@ -191,15 +207,25 @@ def evaluate(
     from recu_core.train import evaluate_accuracy, load_trained_model
 
     try:
-        manifest = load_checkpoint(checkpoint).manifest
-        data_cfg = DatasetConfig.model_validate(manifest["config"]["dataset"])
-        if dataset is not None:
-            data_cfg = data_cfg.model_copy(update={"name": dataset})
-        accuracy = evaluate_accuracy(
-            load_trained_model(checkpoint), load_dataset(data_cfg), device=device
-        )
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        raise _fail(str(err)) from None
+        ckpt = load_checkpoint(checkpoint)
+        data_cfg = DatasetConfig.model_validate(ckpt.manifest["config"]["dataset"])
+        if data_root is not None:
+            data_cfg = data_cfg.model_copy(update={"root": data_root})
+        data = load_dataset(data_cfg)
+        shape = {
+            "num_classes": data.num_classes,
+            "in_channels": data.in_channels,
+            "image_size": data.image_size,
+        }
+        if shape != ckpt.manifest["dataset_shape"]:
+            raise ValueError(
+                f"dataset shape {shape} differs from the checkpoint's "
+                f"{ckpt.manifest['dataset_shape']}"
+            )
+        accuracy = evaluate_accuracy(load_trained_model(ckpt), data, device=device)
+    except (DatasetError, ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+        message = f"manifest lacks {err}" if isinstance(err, KeyError) else str(err)
+        raise _fail(message) from None
     console.print(f"test accuracy {accuracy:.4%} on {data_cfg.name}")
 
 

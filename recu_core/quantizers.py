@@ -115,13 +115,15 @@ def scaled_sign_statistics(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     var = (sum x^2 - (sum x)^2 / n) / (n - 1) from two single-pass reductions;
     torch.var_mean over the non-batch dims is ~10x slower on CPU for these shapes.
     """
-    flat = x.detach().flatten(1)  # (B, n)
+    # (B, n), at least fp32: the one-pass variance cancels badly in bf16/fp16.
+    flat = x.detach().flatten(1).to(torch.promote_types(x.dtype, torch.float32))
     n = flat.shape[1]
     total = flat.sum(1)  # (B,)
     squares = torch.linalg.vector_norm(flat, dim=1).square()  # (B,)
     var = (squares - total * total / n) / (n - 1)
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    return torch.sqrt(var.clamp_min(0) + eps).view(shape), (total / n).view(shape)
+    scale = torch.sqrt(var.clamp_min(0) + eps).view(shape).to(x.dtype)
+    return scale, (total / n).view(shape).to(x.dtype)
 
 
 def scaled_sign_backward(x: Tensor, s: Tensor, mean: Tensor, grad: Tensor, ste: str) -> Tensor:

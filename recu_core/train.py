@@ -280,28 +280,51 @@ def train(
     return result
 
 
+# Fields that may change between a run and its resumption: where and how it executes,
+# not what it computes.
+EXECUTION_FIELDS = frozenset({"device", "precision", "channels_last", "compile", "kernels"})
+
+
 def _restore(
     ckpt: Checkpoint, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> int:
-    """Load model and optimizer state; return the number of completed epochs."""
+    """Load model and optimizer state; return the number of completed epochs.
+
+    Resuming under a different recipe would not continue the same run (schedules, data
+    order and steps per epoch depend on it), so any difference outside EXECUTION_FIELDS
+    is an error that names the fields.
+    """
     saved = TrainConfig.model_validate(ckpt.manifest["config"])
-    if saved.model != config.model or saved.binary != config.binary:
+    differ = sorted(
+        name
+        for name in TrainConfig.model_fields
+        if name not in EXECUTION_FIELDS and getattr(saved, name) != getattr(config, name)
+    )
+    if differ:
         raise ValueError(
-            f"checkpoint is for model {saved.model!r} (binary={saved.binary}), "
-            f"not {config.model!r} (binary={config.binary})"
+            f"cannot resume: the checkpoint was trained with different {', '.join(differ)}; "
+            f"resume with the checkpoint's own config (only {sorted(EXECUTION_FIELDS)} "
+            "may change)"
         )
+    if ckpt.optimizer_state is None:
+        raise ValueError("cannot resume: the checkpoint holds no optimizer state")
     model.load_state_dict(ckpt.model_state)
-    if ckpt.optimizer_state is not None:
-        optimizer.load_state_dict(ckpt.optimizer_state)
+    optimizer.load_state_dict(ckpt.optimizer_state)
     epoch = int(ckpt.manifest["epoch"])
     if not 0 <= epoch <= config.epochs:
         raise ValueError(f"checkpoint epoch {epoch} is outside [0, {config.epochs}]")
     return epoch
 
 
-def load_trained_model(path: str | Path, *, expected_sha256: str | None = None) -> nn.Module:
+def load_trained_model(
+    source: Checkpoint | str | Path, *, expected_sha256: str | None = None
+) -> nn.Module:
     """Rebuild the model a checkpoint was trained with and load its weights (eval mode)."""
-    ckpt = load_checkpoint(path, expected_sha256=expected_sha256)
+    ckpt = (
+        source
+        if isinstance(source, Checkpoint)
+        else load_checkpoint(source, expected_sha256=expected_sha256)
+    )
     config = TrainConfig.model_validate(ckpt.manifest["config"])
     shape = ckpt.manifest["dataset_shape"]
     model = create_model(

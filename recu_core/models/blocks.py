@@ -19,7 +19,12 @@ class ZeroPadShortcut(nn.Module):
 
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
-        self.pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        # ceil_mode matches the stride-s 3x3 conv's output size on odd feature maps.
+        self.pool = (
+            nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False)
+            if stride > 1
+            else nn.Identity()
+        )
         self.extra = planes - in_planes
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C + extra, H/s, W/s)

@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from recu_core.cli import app
@@ -61,3 +62,38 @@ def test_missing_dataset_names_the_path(tmp_path, monkeypatch):
     result = runner.invoke(app, ["train", "--dataset", "cifar10", "--epochs", "1"])
     assert result.exit_code == 2
     assert "cifar-10-batches-py" in result.output.replace("\n", "")  # rich wraps long paths
+
+
+def test_resume_finishes_an_interrupted_run(tmp_path):
+    from recu_core.config import DatasetConfig, TrainConfig
+    from recu_core.train import train
+
+    config = TrainConfig(
+        dataset=DatasetConfig(name="digits", num_train=256, num_test=64), epochs=2, batch_size=64
+    )
+    ckpt = tmp_path / "run.safetensors"
+
+    class StopError(Exception):
+        pass
+
+    def stop_after_first(report):
+        report.save_checkpoint(ckpt)
+        raise StopError
+
+    with pytest.raises(StopError):
+        train(config, callbacks=[stop_after_first])
+    result = runner.invoke(
+        app, ["train", "--resume", str(ckpt), "--device", "cpu", "-o", str(ckpt)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "epoch   2/2" in result.output
+    assert "epoch   1/2" not in result.output
+    assert json.loads(runner.invoke(app, ["inspect", str(ckpt)]).output)["epoch"] == 2
+
+
+def test_inspect_of_a_non_checkpoint_is_a_clear_error(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    result = runner.invoke(app, ["inspect", str(notes)])
+    assert result.exit_code == 2
+    assert "is not a safetensors checkpoint" in result.output.replace("\n", "")

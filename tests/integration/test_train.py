@@ -43,6 +43,14 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
 
 
+def test_resume_under_a_different_recipe_names_the_fields(tmp_path):
+    ckpt = tmp_path / "one.safetensors"
+    train(SMALL.model_copy(update={"epochs": 1}), callbacks=[lambda r: r.save_checkpoint(ckpt)])
+    changed = SMALL.model_copy(update={"seed": 3, "batch_size": 32})
+    with pytest.raises(ValueError, match="different batch_size, epochs, seed"):
+        train(changed, resume_from=ckpt)
+
+
 def test_history_callbacks_and_checkpoint_manifest(tmp_path):
     seen = []
     path = tmp_path / "final.safetensors"

@@ -76,7 +76,7 @@ def test_pickle_file_is_not_loaded(tmp_path):
     # A torch.save (pickle) file is not safetensors: loading fails without unpickling it.
     path = tmp_path / "evil.pt"
     torch.save({"x": torch.zeros(1)}, path)
-    with pytest.raises(Exception, match=r"(?i)header|safetensors|invalid"):
+    with pytest.raises(ValueError, match="is not a safetensors checkpoint"):
         load_checkpoint(path)
 
 

@@ -59,12 +59,27 @@ def test_first_and_last_layers_stay_full_precision(name):
     assert type(list(model.modules())[-1]) is torch.nn.Linear
 
 
+# Ops that make the host wait for the device on a GPU: reading a scalar (.item(), bool(t)),
+# data-dependent shapes (nonzero, boolean-mask indexing), and torch.tensor(...) built from
+# host data inside the step (a host-to-device copy).
+SYNCING_OPS = {
+    torch.ops.aten._local_scalar_dense.default,
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten.masked_select.default,
+    torch.ops.aten.lift_fresh.default,
+}
+
+
 class _FailOnHostSync(TorchDispatchMode):
-    """Raises on aten._local_scalar_dense: what .item(), bool(t) and .tolist() dispatch to."""
+    """Raises on any op in SYNCING_OPS and on boolean-mask indexing."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            raise AssertionError("host synchronisation (aten._local_scalar_dense) in a train step")
+        if func in SYNCING_OPS:
+            raise AssertionError(f"host synchronisation ({func}) in a train step")
+        if func is torch.ops.aten.index.Tensor and any(
+            i is not None and i.dtype == torch.bool for i in args[1]
+        ):
+            raise AssertionError("boolean-mask indexing (a host sync) in a train step")
         return func(*args, **(kwargs or {}))
 
 
@@ -78,9 +93,26 @@ def test_train_step_has_no_host_sync(name):
         loss.backward()
 
 
-def test_host_sync_detector_detects_item():
-    with pytest.raises(AssertionError, match="_local_scalar_dense"), _FailOnHostSync():
-        torch.ones(2).sum().item()
+@pytest.mark.parametrize(
+    "syncing",
+    [
+        lambda t: t.sum().item(),
+        lambda t: bool(t.sum() > 0),
+        lambda t: t[t > 0],
+        lambda t: t.nonzero(),
+        lambda t: t + torch.tensor([1.0, 2.0]),
+    ],
+    ids=["item", "bool", "mask-index", "nonzero", "torch.tensor"],
+)
+def test_host_sync_detector_detects(syncing):
+    with pytest.raises(AssertionError, match=r"host sync|boolean-mask"), _FailOnHostSync():
+        syncing(torch.ones(2))
+
+
+@pytest.mark.parametrize(("name", "size"), [("resnet20", 30), ("resnet18", 28), ("vgg_small", 12)])
+def test_cifar_models_accept_odd_feature_map_sizes(name, size):
+    model = create_model(name, num_classes=3, in_channels=3, image_size=size)
+    assert model(torch.randn(2, 3, size, size)).shape == (2, 3)
 
 
 @pytest.mark.parametrize("name", sorted(INPUTS))

@@ -53,13 +53,23 @@ def test_flip_rate_counts_sign_changes_since_last_collection():
     assert second["layers"][name]["flip_rate"] == 0.0
 
 
-def test_alpha_off_reports_none_and_clamp_off_keeps_weights():
+def _quant_error(w):
+    s = w.abs().mean()
+    return (((w - s * torch.where(w >= 0, 1.0, -1.0)) ** 2).sum() / (w**2).sum()).item()
+
+
+def test_alpha_off_reports_none_and_clamp_off_measures_unclamped_weights():
     model = _model(BinaryOptions(alpha="none", clamp=False))
     telemetry = WeightTelemetry(model)
     report = telemetry.unpack(telemetry.collect(torch.device("cpu")).tolist())
-    entry = next(iter(report["layers"].values()))
+    name, layer = telemetry.layers[0]
+    entry = report["layers"][name]
     assert entry["alpha"] is None
     assert entry["beyond_clamp"] > 0  # still reported: where the clamp would act
+    w1 = layer.latent_weight().detach()
+    q = layer.clamp_bound(w1)
+    assert entry["quant_error"] == pytest.approx(_quant_error(w1), rel=1e-4)
+    assert entry["quant_error"] != pytest.approx(_quant_error(w1.clamp(-q, q)), rel=1e-3)
 
 
 def test_full_precision_model_has_no_telemetry():
