@@ -52,10 +52,12 @@ def train(
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="imagefolder: resize to NxN.")] = None,
     num_train: Annotated[int | None, typer.Option(help="Use at most N train images.")] = None,
+    num_test: Annotated[int | None, typer.Option(help="Use at most N test images.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
     optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
     lr: Annotated[float, typer.Option()] = 0.1,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
     weight_decay: Annotated[float, typer.Option()] = 5e-4,
     warmup_epochs: Annotated[float | None, typer.Option()] = None,
     label_smoothing: Annotated[float, typer.Option()] = 0.0,
@@ -66,12 +68,20 @@ def train(
     standardize: Annotated[bool, typer.Option(help="Per-filter weight standardisation.")] = True,
     activation_ste: Annotated[SteName, typer.Option()] = "approx_sign",
     alpha: Annotated[bool, typer.Option(help="Learned per-channel alpha.")] = True,
+    scale_activations: Annotated[
+        bool, typer.Option(help="Per-sample activation scaling before sign (training).")
+    ] = True,
     full_precision: Annotated[bool, typer.Option(help="Train the full-precision twin.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (CUDA).")] = False,
     channels_last: Annotated[bool, typer.Option()] = False,
-    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile.")] = False,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the whole model.")
+    ] = False,
+    kernels: Annotated[
+        str, typer.Option(help="compiled (fused activation kernels) or eager.")
+    ] = "compiled",
     output: Annotated[Path, typer.Option("-o", "--output", help="Final checkpoint path.")] = Path(
         "var/runs/last.safetensors"
     ),
@@ -102,17 +112,20 @@ def train(
             "root": data_root,
             "image_size": image_size,
             "num_train": num_train,
+            "num_test": num_test,
         },
         "binary_options": {
             "clamp": clamp,
             "standardize": standardize,
             "activation_ste": activation_ste,
             "alpha": "learned" if alpha else "none",
+            "scale_activations": scale_activations,
         },
         "tau": {"kind": tau_schedule, "tau_s": tau_s, "tau_e": tau_e},
         "optimizer": {
             "name": optimizer,
             "lr": lr,
+            "momentum": momentum,
             "weight_decay": weight_decay,
             "warmup_epochs": warmup_epochs,
             "label_smoothing": label_smoothing,
@@ -123,6 +136,7 @@ def train(
         "precision": "bf16" if bf16 else "fp32",
         "channels_last": channels_last,
         "compile": compile_model,
+        "kernels": kernels,
         "device": device,
     }
     try:

@@ -44,14 +44,21 @@ class DeviceLoader:
         channels_last: bool = False,
     ) -> None:
         if images.dim() != 4 or images.dtype != torch.uint8:
-            raise ValueError(f"images must be (N, C, H, W) uint8, got {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be (N, C, H, W) uint8, got {tuple(images.shape)} {images.dtype}"
+            )
         if labels.shape != images.shape[:1]:
             raise ValueError(f"labels must be ({images.shape[0]},), got {tuple(labels.shape)}")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean and std need {channels} values (one per channel)")
-        if batch_size < 1 or crop_padding < 0 or seed < 0:
-            raise ValueError("batch_size must be >= 1, crop_padding and seed >= 0")
+        for name, value, low in (
+            ("batch_size", batch_size, 1),
+            ("crop_padding", crop_padding, 0),
+            ("seed", seed, 0),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
         self.device = torch.device(device)
         self.images = images.to(self.device)  # (N, C, H, W) uint8
         self.labels = labels.to(self.device, torch.int64)  # (N,)
