@@ -1,0 +1,285 @@
+"""The job queue: submit, claim, heartbeat, fenced writes, finish, cancel, reap.
+
+Each operation is one short transaction. A claim is one UPDATE ... WHERE id = (SELECT ...
+FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING (on SQLite the lock comes from BEGIN
+IMMEDIATE). Every write after the claim is fenced by (job id, attempt, owner): a worker
+whose lease expired and whose job was re-claimed changes 0 rows, and its write is
+discarded. Leases are renewed by heartbeat; ``reap`` requeues jobs whose lease expired
+(their worker died) until ``max_attempts``, then fails them. Every transition is recorded
+in ``job_events``. ``now`` is a parameter everywhere so tests can drive the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from recu_db.models import EpochMetric, Job, JobEvent
+from recu_db.states import TERMINAL, JobState, check_transition
+
+Db = sessionmaker[Session]
+_LIVE = (JobState.RUNNING, JobState.CANCELLING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a worker holds after a claim; the fence of its later writes."""
+
+    job_id: int
+    attempt: int
+    owner: str
+    spec: dict[str, Any]
+
+
+def _event(
+    session: Session,
+    job_id: int,
+    from_state: str | None,
+    to_state: str,
+    attempt: int,
+    reason: str,
+    now: datetime,
+) -> None:
+    session.add(
+        JobEvent(
+            job_id=job_id,
+            at=now,
+            from_state=from_state,
+            to_state=to_state,
+            attempt=attempt,
+            reason=reason,
+        )
+    )
+
+
+def submit(
+    db: Db,
+    spec: dict[str, Any],
+    *,
+    priority: int = 0,
+    idempotency_key: str | None = None,
+    max_attempts: int = 3,
+    now: datetime | None = None,
+) -> tuple[Job, bool]:
+    """Queue a job; returns (job, created). The same idempotency key returns the same job,
+    also under concurrent submits (the unique index decides the race)."""
+    now = now or utcnow()
+    try:
+        with db.begin() as session:
+            job = Job(
+                state=JobState.QUEUED,
+                spec=spec,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                max_attempts=max_attempts,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(job)
+            session.flush()
+            _event(session, job.id, None, JobState.QUEUED, 0, "submitted", now)
+        return job, True
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        with db.begin() as session:
+            existing = session.scalars(
+                select(Job).where(Job.idempotency_key == idempotency_key)
+            ).one()
+        return existing, False
+
+
+def claim(db: Db, owner: str, *, lease_s: float, now: datetime | None = None) -> Lease | None:
+    """Take the highest-priority, oldest queued job, or None when the queue is empty."""
+    now = now or utcnow()
+    with db.begin() as session:
+        candidate = (
+            select(Job.id)
+            .where(Job.state == JobState.QUEUED)
+            .order_by(Job.priority.desc(), Job.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        row = session.execute(
+            update(Job)
+            .where(Job.id == candidate, Job.state == JobState.QUEUED)
+            .values(
+                state=JobState.RUNNING,
+                attempt=Job.attempt + 1,
+                owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                updated_at=now,
+            )
+            .returning(Job.id, Job.attempt, Job.spec)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            return None
+        _event(
+            session,
+            row.id,
+            JobState.QUEUED,
+            JobState.RUNNING,
+            row.attempt,
+            f"claimed by {owner}",
+            now,
+        )
+        return Lease(job_id=row.id, attempt=row.attempt, owner=owner, spec=row.spec)
+
+
+def _fence(lease: Lease) -> tuple[Any, ...]:
+    return (
+        Job.id == lease.job_id,
+        Job.attempt == lease.attempt,
+        Job.owner == lease.owner,
+        Job.state.in_(_LIVE),
+    )
+
+
+def heartbeat(
+    db: Db, lease: Lease, *, lease_s: float, now: datetime | None = None
+) -> JobState | None:
+    """Renew the lease. Returns the job's state (CANCELLING asks the worker to stop), or
+    None when the lease is no longer ours (expired and re-claimed, or finished)."""
+    now = now or utcnow()
+    with db.begin() as session:
+        row = session.execute(
+            update(Job)
+            .where(*_fence(lease))
+            .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
+            .returning(Job.state)
+            .execution_options(synchronize_session=False)
+        ).first()
+    return JobState(row.state) if row else None
+
+
+def record_epoch(
+    db: Db, lease: Lease, epoch: int, metrics: dict[str, Any], *, now: datetime | None = None
+) -> bool:
+    """Store one epoch's metrics idempotently (keyed by job and epoch), fenced by the lease.
+    Returns False, writing nothing, when the lease is stale."""
+    now = now or utcnow()
+    with db.begin() as session:
+        owned = session.execute(
+            update(Job)
+            .where(*_fence(lease))
+            .values(current_epoch=epoch, updated_at=now)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if owned is None:
+            return False
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        values = {
+            "job_id": lease.job_id,
+            "epoch": epoch,
+            "attempt": lease.attempt,
+            "metrics": metrics,
+            "recorded_at": now,
+        }
+        stmt = dialect.insert(EpochMetric).values(**values)
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["job_id", "epoch"],
+                set_={"attempt": lease.attempt, "metrics": metrics, "recorded_at": now},
+            )
+        )
+    return True
+
+
+def finish(
+    db: Db,
+    lease: Lease,
+    state: JobState,
+    *,
+    reason: str = "",
+    error: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Move a claimed job to a terminal state; False (nothing written) if the lease is stale.
+    A job being cancelled ends cancelled, whatever the worker reports, unless it failed."""
+    if state not in TERMINAL:
+        raise ValueError(f"finish needs a terminal state, got {state}")
+    now = now or utcnow()
+    with db.begin() as session:
+        job = session.scalars(select(Job).where(*_fence(lease)).with_for_update()).first()
+        if job is None:
+            return False
+        current = JobState(job.state)
+        target = (
+            JobState.CANCELLED
+            if current == JobState.CANCELLING and state != JobState.FAILED
+            else state
+        )
+        check_transition(current, target)
+        job.state = target
+        job.error = error
+        job.owner = None
+        job.lease_expires_at = None
+        job.updated_at = now
+        _event(session, job.id, current, target, job.attempt, reason or target.value, now)
+    return True
+
+
+def cancel(db: Db, job_id: int, *, now: datetime | None = None) -> JobState | None:
+    """Cancel a job: queued -> cancelled at once; running -> cancelling (its worker stops
+    at the next heartbeat and finishes it as cancelled); terminal or cancelling: unchanged.
+    Returns the resulting state, or None for an unknown job."""
+    now = now or utcnow()
+    with db.begin() as session:
+        job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+        if job is None:
+            return None
+        current = JobState(job.state)
+        target = {
+            JobState.QUEUED: JobState.CANCELLED,
+            JobState.RUNNING: JobState.CANCELLING,
+        }.get(current)
+        if target is None:
+            return current
+        job.state = target
+        job.updated_at = now
+        _event(session, job.id, current, target, job.attempt, "cancel requested", now)
+        return target
+
+
+def reap(db: Db, *, now: datetime | None = None) -> list[tuple[int, JobState]]:
+    """Requeue live jobs whose lease expired (their worker died) while attempts remain;
+    fail them after ``max_attempts``; a job being cancelled ends cancelled.
+    Returns (job id, new state) for each job changed."""
+    now = now or utcnow()
+    changed: list[tuple[int, JobState]] = []
+    with db.begin() as session:
+        expired = session.scalars(
+            select(Job)
+            .where(Job.state.in_(_LIVE), Job.lease_expires_at < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in expired:
+            current = JobState(job.state)
+            if current == JobState.CANCELLING:
+                target, reason = JobState.CANCELLED, "lease expired while cancelling"
+            elif job.attempt < job.max_attempts:
+                target, reason = JobState.QUEUED, f"lease expired (owner {job.owner}); requeued"
+            else:
+                target = JobState.FAILED
+                reason = f"lease expired on attempt {job.attempt} of {job.max_attempts}"
+                job.error = reason
+            job.state = target
+            job.owner = None
+            job.lease_expires_at = None
+            job.updated_at = now
+            _event(session, job.id, current, target, job.attempt, reason, now)
+            changed.append((job.id, target))
+    return changed

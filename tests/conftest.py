@@ -1,0 +1,3 @@
+"""Shared fixtures."""
+
+from tests.db_fixtures import database_url, engine, postgres_skip_reason  # noqa: F401

@@ -1,0 +1,139 @@
+"""The SQL job queue on SQLite and PostgreSQL: states, fencing, leases, idempotency."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from recu_db import queue
+from recu_db.engine import make_sessionmaker
+from recu_db.migrate import is_current
+from recu_db.models import EpochMetric, Job, JobEvent
+from recu_db.states import JobState, TransitionError, check_transition
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LEASE = 30.0
+
+
+@pytest.fixture
+def db(engine):
+    return make_sessionmaker(engine)
+
+
+def _job(db, job_id):
+    with db.begin() as session:
+        return session.get(Job, job_id)
+
+
+def _events(db, job_id):
+    with db.begin() as session:
+        rows = session.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        )
+        return [(e.from_state, e.to_state, e.reason) for e in rows]
+
+
+def test_migrations_are_current(engine):
+    assert is_current(engine)
+
+
+def test_claim_order_and_full_lifecycle(db):
+    low, _ = queue.submit(db, {"n": 1}, priority=0, now=T0)
+    high, _ = queue.submit(db, {"n": 2}, priority=5, now=T0)
+    lease = queue.claim(db, "w1", lease_s=LEASE, now=T0)
+    assert (lease.job_id, lease.attempt, lease.spec) == (high.id, 1, {"n": 2})
+    assert queue.record_epoch(db, lease, 1, {"test_acc": 0.5}, now=T0)
+    assert queue.finish(db, lease, JobState.SUCCEEDED, now=T0)
+    job = _job(db, high.id)
+    assert (job.state, job.current_epoch, job.owner) == ("succeeded", 1, None)
+    assert [e[:2] for e in _events(db, high.id)] == [
+        (None, "queued"),
+        ("queued", "running"),
+        ("running", "succeeded"),
+    ]
+    assert queue.claim(db, "w1", lease_s=LEASE, now=T0).job_id == low.id
+    assert queue.claim(db, "w1", lease_s=LEASE, now=T0) is None
+
+
+def test_stale_worker_cannot_write_after_reclaim(db):
+    job, _ = queue.submit(db, {}, now=T0)
+    stale = queue.claim(db, "dead", lease_s=LEASE, now=T0)
+    assert queue.reap(db, now=T0 + timedelta(seconds=LEASE + 1)) == [(job.id, JobState.QUEUED)]
+    fresh = queue.claim(db, "alive", lease_s=LEASE, now=T0 + timedelta(seconds=40))
+    assert fresh.attempt == 2
+
+    assert not queue.record_epoch(db, stale, 3, {"test_acc": 0.9})
+    assert queue.heartbeat(db, stale, lease_s=LEASE) is None
+    assert not queue.finish(db, stale, JobState.FAILED, error="late")
+    assert queue.record_epoch(db, fresh, 1, {"test_acc": 0.1})
+    with db.begin() as session:
+        rows = session.scalars(select(EpochMetric).where(EpochMetric.job_id == job.id)).all()
+        assert [(r.epoch, r.attempt) for r in rows] == [(1, 2)]
+    job_row = _job(db, job.id)
+    assert (job_row.state, job_row.owner, job_row.error) == ("running", "alive", None)
+
+
+def test_metrics_are_idempotent_per_epoch(db):
+    queue.submit(db, {}, now=T0)
+    lease = queue.claim(db, "w", lease_s=LEASE, now=T0)
+    assert queue.record_epoch(db, lease, 1, {"loss": 2.0})
+    assert queue.record_epoch(db, lease, 1, {"loss": 1.5})
+    with db.begin() as session:
+        rows = session.scalars(select(EpochMetric)).all()
+        assert [(r.epoch, r.metrics) for r in rows] == [(1, {"loss": 1.5})]
+
+
+def test_reaper_keeps_live_leases_and_respects_max_attempts(db):
+    job, _ = queue.submit(db, {}, max_attempts=2, now=T0)
+    lease = queue.claim(db, "w", lease_s=LEASE, now=T0)
+    for i in range(1, 5):  # a long job renewing its lease outlives several lease periods
+        now = T0 + timedelta(seconds=i * 20)
+        assert queue.heartbeat(db, lease, lease_s=LEASE, now=now) == JobState.RUNNING
+        assert queue.reap(db, now=now + timedelta(seconds=LEASE - 1)) == []
+    expired = T0 + timedelta(seconds=200)
+    assert queue.reap(db, now=expired) == [(job.id, JobState.QUEUED)]
+    queue.claim(db, "w2", lease_s=LEASE, now=expired)
+    assert queue.reap(db, now=expired + timedelta(seconds=LEASE + 1)) == [(job.id, JobState.FAILED)]
+    row = _job(db, job.id)
+    assert row.state == "failed"
+    assert row.error == "lease expired on attempt 2 of 2"
+
+
+def test_cancel_queued_running_twice_and_finished(db):
+    queued, _ = queue.submit(db, {}, now=T0)
+    assert queue.cancel(db, queued.id) == JobState.CANCELLED
+    assert queue.cancel(db, queued.id) == JobState.CANCELLED  # twice: unchanged
+    assert queue.claim(db, "w", lease_s=LEASE) is None
+
+    running, _ = queue.submit(db, {}, now=T0)
+    lease = queue.claim(db, "w", lease_s=LEASE, now=T0)
+    assert queue.cancel(db, running.id) == JobState.CANCELLING
+    assert queue.heartbeat(db, lease, lease_s=LEASE, now=T0) == JobState.CANCELLING
+    assert queue.finish(db, lease, JobState.SUCCEEDED, now=T0)
+    assert _job(db, running.id).state == "cancelled"
+    assert queue.cancel(db, running.id) == JobState.CANCELLED
+    assert queue.cancel(db, 10_000) is None
+
+
+def test_idempotent_submit_under_20_concurrent_requests(db):
+    def submit(_):
+        job, created = queue.submit(db, {"x": 1}, idempotency_key="same-key")
+        return job.id, created
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(submit, range(20)))
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    with db.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_state_machine_rejects_illegal_transitions():
+    check_transition(JobState.QUEUED, JobState.RUNNING)
+    with pytest.raises(TransitionError, match="cannot go from succeeded to running; allowed: none"):
+        check_transition(JobState.SUCCEEDED, JobState.RUNNING)
+    with pytest.raises(TransitionError, match="allowed: cancelled, failed, running"):
+        check_transition(JobState.QUEUED, JobState.SUCCEEDED)
