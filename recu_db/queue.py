@@ -138,7 +138,8 @@ def claim(db: Db, owner: str, *, lease_s: float, now: datetime | None = None) ->
         return Lease(job_id=row.id, attempt=row.attempt, owner=owner, spec=row.spec)
 
 
-def _fence(lease: Lease) -> tuple[Any, ...]:
+def fence(lease: Lease) -> tuple[Any, ...]:
+    """WHERE clauses that match the job only while ``lease`` still owns it."""
     return (
         Job.id == lease.job_id,
         Job.attempt == lease.attempt,
@@ -156,7 +157,7 @@ def heartbeat(
     with db.begin() as session:
         row = session.execute(
             update(Job)
-            .where(*_fence(lease))
+            .where(*fence(lease))
             .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
             .returning(Job.state)
             .execution_options(synchronize_session=False)
@@ -173,7 +174,7 @@ def record_epoch(
     with db.begin() as session:
         owned = session.execute(
             update(Job)
-            .where(*_fence(lease))
+            .where(*fence(lease))
             .values(current_epoch=epoch, updated_at=now)
             .returning(Job.id)
             .execution_options(synchronize_session=False)
@@ -213,7 +214,7 @@ def finish(
         raise ValueError(f"finish needs a terminal state, got {state}")
     now = now or utcnow()
     with db.begin() as session:
-        job = session.scalars(select(Job).where(*_fence(lease)).with_for_update()).first()
+        job = session.scalars(select(Job).where(*fence(lease)).with_for_update()).first()
         if job is None:
             return False
         current = JobState(job.state)

@@ -1,0 +1,138 @@
+"""What a running job writes back (telemetry, logs, checkpoints) and how it is read.
+
+Writes are fenced by the worker's lease exactly like ``queue.record_epoch``: a stale
+worker's write changes nothing. A checkpoint is written in one transaction, chunk by
+chunk from a stream (never whole in memory), with its size and sha256 computed on the
+way; the keep-K policy deletes the job's older checkpoints in the same transaction, so
+a crash leaves either the old set or the new one, never a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from recu_db.models import Checkpoint, CheckpointChunk, EpochTelemetry, Job, LogLine
+from recu_db.queue import Db, Lease, fence, utcnow
+
+CHUNK_BYTES = 1 << 20
+
+
+def _owned(session: Session, lease: Lease, now: datetime) -> bool:
+    row = session.execute(
+        update(Job)
+        .where(*fence(lease))
+        .values(updated_at=now)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return row is not None
+
+
+def record_telemetry(
+    db: Db, lease: Lease, epoch: int, telemetry: dict[str, Any], *, now: datetime | None = None
+) -> bool:
+    """Upsert one epoch's weight telemetry; False (nothing written) if the lease is stale."""
+    now = now or utcnow()
+    with db.begin() as session:
+        if not _owned(session, lease, now):
+            return False
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(EpochTelemetry).values(
+            job_id=lease.job_id, epoch=epoch, telemetry=telemetry
+        )
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["job_id", "epoch"], set_={"telemetry": telemetry}
+            )
+        )
+    return True
+
+
+def append_logs(db: Db, lease: Lease, lines: Sequence[str], *, now: datetime | None = None) -> bool:
+    """Append training output lines; False (nothing written) if the lease is stale."""
+    now = now or utcnow()
+    with db.begin() as session:
+        if not _owned(session, lease, now):
+            return False
+        session.add_all(
+            LogLine(job_id=lease.job_id, attempt=lease.attempt, at=now, line=line) for line in lines
+        )
+    return True
+
+
+def store_checkpoint(
+    db: Db,
+    lease: Lease,
+    epoch: int,
+    metrics: dict[str, Any],
+    stream: BinaryIO,
+    *,
+    keep: int,
+    now: datetime | None = None,
+) -> Checkpoint | None:
+    """Store a checkpoint read from ``stream`` in CHUNK_BYTES chunks; keep the newest
+    ``keep`` of the job's checkpoints. None (nothing written) if the lease is stale."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    now = now or utcnow()
+    with db.begin() as session:
+        if not _owned(session, lease, now):
+            return None
+        ckpt = Checkpoint(
+            job_id=lease.job_id,
+            epoch=epoch,
+            attempt=lease.attempt,
+            size=0,
+            sha256="",
+            metrics=metrics,
+            created_at=now,
+        )
+        session.add(ckpt)
+        session.flush()
+        digest = hashlib.sha256()
+        size = 0
+        for seq, chunk in enumerate(iter(lambda: stream.read(CHUNK_BYTES), b"")):
+            digest.update(chunk)
+            size += len(chunk)
+            session.add(CheckpointChunk(checkpoint_id=ckpt.id, seq=seq, data=chunk))
+            session.flush()
+            session.expunge_all()  # drop the chunk from the identity map: bounded memory
+            session.add(ckpt)
+        ckpt.size = size
+        ckpt.sha256 = digest.hexdigest()
+        stale = (
+            select(Checkpoint.id)
+            .where(Checkpoint.job_id == lease.job_id)
+            .order_by(Checkpoint.epoch.desc(), Checkpoint.id.desc())
+            .offset(keep)
+        )
+        old_ids = list(session.scalars(stale))
+        if old_ids:
+            session.execute(
+                delete(CheckpointChunk).where(CheckpointChunk.checkpoint_id.in_(old_ids))
+            )
+            session.execute(delete(Checkpoint).where(Checkpoint.id.in_(old_ids)))
+    return ckpt
+
+
+def iter_checkpoint_bytes(db: Db, checkpoint_id: int) -> Iterator[bytes]:
+    """The checkpoint's bytes, one chunk per query: memory stays at one chunk."""
+    seq = 0
+    while True:
+        with db.begin() as session:
+            data = session.scalar(
+                select(CheckpointChunk.data).where(
+                    CheckpointChunk.checkpoint_id == checkpoint_id, CheckpointChunk.seq == seq
+                )
+            )
+        if data is None:
+            return
+        yield bytes(data)
+        seq += 1
