@@ -39,9 +39,21 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Read-only sessions take no write lock (in WAL mode readers never block writers);
+    # everything else starts with the write lock it will need.
+    readonly = connection.get_execution_options().get(READONLY, False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
+
+
+READONLY = "recu_readonly"
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded attributes after commit (results outlive transactions)."""
+    """Sessions for writes; loaded attributes survive commit (results outlive transactions)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads only: on SQLite they begin DEFERRED and never hold the write lock,
+    so a request streaming a checkpoint cannot block the workers' writes."""
+    return sessionmaker(engine.execution_options(**{READONLY: True}), expire_on_commit=False)

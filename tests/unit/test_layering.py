@@ -1,5 +1,5 @@
-"""The layers import only what they may: recu_core no ray/fastapi/sqlalchemy, recu_db no
-torch or ray (the service imports it and must never load torch)."""
+"""The layers import only what they may: recu_core no ray/fastapi/sqlalchemy; recu_db and
+the service no torch or ray (the API must never load torch)."""
 
 import subprocess
 import sys
@@ -14,6 +14,7 @@ import pytest
         ("recu_core.cli", ("ray", "fastapi", "sqlalchemy")),
         ("recu_db.queue", ("torch", "ray")),
         ("recu_db.migrate", ("torch", "ray")),
+        ("service.app", ("torch", "ray")),
     ],
 )
 def test_module_does_not_import(module, forbidden):

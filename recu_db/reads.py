@@ -1,0 +1,86 @@
+"""Read-side queries used by the API: jobs, their history, and checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from recu_db.models import Checkpoint, EpochMetric, EpochTelemetry, Job, JobEvent, LogLine
+
+
+def list_jobs(
+    session: Session, *, state: str | None, offset: int, limit: int
+) -> tuple[Sequence[Job], int]:
+    """A page of jobs, newest first, and the total matching ``state``."""
+    where = [Job.state == state] if state else []
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    rows = session.scalars(
+        select(Job).where(*where).order_by(Job.id.desc()).offset(offset).limit(limit)
+    ).all()
+    return rows, total
+
+
+def latest_metrics(session: Session, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The newest epoch's metrics for each job that has any."""
+    if not job_ids:
+        return {}
+    newest = (
+        select(EpochMetric.job_id, func.max(EpochMetric.epoch).label("epoch"))
+        .where(EpochMetric.job_id.in_(job_ids))
+        .group_by(EpochMetric.job_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(EpochMetric.job_id, EpochMetric.metrics).join(
+            newest,
+            (EpochMetric.job_id == newest.c.job_id) & (EpochMetric.epoch == newest.c.epoch),
+        )
+    )
+    return {row.job_id: row.metrics for row in rows}
+
+
+def metrics_history(session: Session, job_id: int) -> Sequence[EpochMetric]:
+    return session.scalars(
+        select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch)
+    ).all()
+
+
+def telemetry_history(session: Session, job_id: int) -> Sequence[EpochTelemetry]:
+    return session.scalars(
+        select(EpochTelemetry).where(EpochTelemetry.job_id == job_id).order_by(EpochTelemetry.epoch)
+    ).all()
+
+
+def log_lines(session: Session, job_id: int, *, offset: int, limit: int) -> Sequence[LogLine]:
+    return session.scalars(
+        select(LogLine)
+        .where(LogLine.job_id == job_id)
+        .order_by(LogLine.id)
+        .offset(offset)
+        .limit(limit)
+    ).all()
+
+
+def events(session: Session, job_id: int) -> Sequence[JobEvent]:
+    return session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+    ).all()
+
+
+def job_checkpoints(session: Session, job_id: int) -> Sequence[Checkpoint]:
+    return session.scalars(
+        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)
+    ).all()
+
+
+def downsample(items: Sequence[Any], max_points: int | None) -> list[Any]:
+    """At most ``max_points`` items, evenly spaced, always keeping the first and the last."""
+    if max_points is None or len(items) <= max_points:
+        return list(items)
+    if max_points == 1:
+        return [items[-1]]
+    step = (len(items) - 1) / (max_points - 1)
+    return [items[round(i * step)] for i in range(max_points)]

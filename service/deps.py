@@ -1,0 +1,55 @@
+"""Request dependencies: a session per request and validating lookups (404 in one place)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from recu_db.models import Checkpoint, Job
+from service.config import ServiceSettings
+
+
+def get_sessionmaker(request: Request) -> sessionmaker[Session]:
+    return request.app.state.sessionmaker
+
+
+def get_read_sessionmaker(request: Request) -> sessionmaker[Session]:
+    return request.app.state.read_sessionmaker
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+def get_session(
+    makers: Annotated[sessionmaker[Session], Depends(get_sessionmaker)],
+) -> Iterator[Session]:
+    with makers() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SessionMakerDep = Annotated[sessionmaker[Session], Depends(get_sessionmaker)]
+ReadSessionMakerDep = Annotated[sessionmaker[Session], Depends(get_read_sessionmaker)]
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+
+
+def existing_job(job_id: int, session: SessionDep) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(status_code=404, detail=f"no job {job_id}")
+    return job
+
+
+def existing_checkpoint(checkpoint_id: int, session: SessionDep) -> Checkpoint:
+    ckpt = session.get(Checkpoint, checkpoint_id)
+    if ckpt is None:
+        raise HTTPException(status_code=404, detail=f"no checkpoint {checkpoint_id}")
+    return ckpt
+
+
+JobDep = Annotated[Job, Depends(existing_job)]
+CheckpointDep = Annotated[Checkpoint, Depends(existing_checkpoint)]

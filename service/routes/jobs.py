@@ -1,0 +1,187 @@
+"""/jobs: submit, list, inspect, history, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+
+from recu_db import queue, reads
+from recu_db.models import Job
+from recu_db.states import JobState
+from service.deps import JobDep, SessionDep, SessionMakerDep, SettingsDep
+from service.schemas import (
+    CancelResult,
+    CheckpointPublic,
+    EpochMetrics,
+    EpochTelemetryPublic,
+    EventPublic,
+    JobCreate,
+    JobPage,
+    JobPublic,
+    LogLinePublic,
+)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def to_public(job: Job, latest: dict[int, dict] | None = None) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        state=job.state,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        priority=job.priority,
+        current_epoch=job.current_epoch,
+        latest_metrics=(latest or {}).get(job.id),
+        error=job.error,
+        spec=job.spec,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+    )
+
+
+def _check_limits(body: JobCreate, settings: SettingsDep) -> None:
+    errors = []
+    if body.resources.num_workers > settings.max_workers_per_job:
+        errors.append(
+            {
+                "type": "less_than_equal",
+                "loc": ("body", "resources", "num_workers"),
+                "msg": f"at most {settings.max_workers_per_job} workers per job are allowed",
+                "input": body.resources.num_workers,
+            }
+        )
+    if body.resources.gpus_per_worker > settings.max_gpus_per_worker:
+        errors.append(
+            {
+                "type": "less_than_equal",
+                "loc": ("body", "resources", "gpus_per_worker"),
+                "msg": f"at most {settings.max_gpus_per_worker} GPUs per worker are allowed",
+                "input": body.resources.gpus_per_worker,
+            }
+        )
+    if body.resources.gpus_per_worker and not body.resources.use_gpu:
+        errors.append(
+            {
+                "type": "value_error",
+                "loc": ("body", "resources", "use_gpu"),
+                "msg": "gpus_per_worker > 0 needs use_gpu=true",
+                "input": body.resources.use_gpu,
+            }
+        )
+    if errors:
+        raise RequestValidationError(errors)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+def submit_job(
+    body: JobCreate,
+    makers: SessionMakerDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobPublic:
+    """Queue a training job. The same Idempotency-Key returns the same job (200)."""
+    _check_limits(body, settings)
+    spec = body.model_dump(mode="json", exclude={"priority", "max_attempts"})
+    job, created = queue.submit(
+        makers,
+        spec,
+        priority=body.priority,
+        idempotency_key=idempotency_key,
+        max_attempts=body.max_attempts,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return to_public(job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    settings: SettingsDep,
+    state: JobState | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> JobPage:
+    """Jobs, newest first, optionally filtered by state."""
+    limit = min(limit, settings.page_size_limit)
+    rows, total = reads.list_jobs(session, state=state, offset=offset, limit=limit)
+    latest = reads.latest_metrics(session, [j.id for j in rows])
+    return JobPage(
+        items=[to_public(j, latest) for j in rows], total=total, offset=offset, limit=limit
+    )
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job: JobDep, session: SessionDep) -> JobPublic:
+    return to_public(job, reads.latest_metrics(session, [job.id]))
+
+
+@router.get("/{job_id}/metrics", response_model=list[EpochMetrics])
+def get_metrics(
+    job: JobDep,
+    session: SessionDep,
+    max_points: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> list[EpochMetrics]:
+    """Per-epoch history; ``max_points`` downsamples evenly (first and last kept)."""
+    rows = reads.downsample(reads.metrics_history(session, job.id), max_points)
+    return [
+        EpochMetrics(epoch=r.epoch, attempt=r.attempt, metrics=r.metrics, recorded_at=r.recorded_at)
+        for r in rows
+    ]
+
+
+@router.get("/{job_id}/telemetry", response_model=list[EpochTelemetryPublic])
+def get_telemetry(
+    job: JobDep,
+    session: SessionDep,
+    max_points: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> list[EpochTelemetryPublic]:
+    rows = reads.downsample(reads.telemetry_history(session, job.id), max_points)
+    return [EpochTelemetryPublic(epoch=r.epoch, telemetry=r.telemetry) for r in rows]
+
+
+@router.get("/{job_id}/logs", response_model=list[LogLinePublic])
+def get_logs(
+    job: JobDep,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[LogLinePublic]:
+    rows = reads.log_lines(session, job.id, offset=offset, limit=limit)
+    return [LogLinePublic(attempt=r.attempt, at=r.at, line=r.line) for r in rows]
+
+
+@router.get("/{job_id}/events", response_model=list[EventPublic])
+def get_events(job: JobDep, session: SessionDep) -> list[EventPublic]:
+    return [
+        EventPublic(
+            at=e.at,
+            from_state=e.from_state,
+            to_state=e.to_state,
+            attempt=e.attempt,
+            reason=e.reason,
+        )
+        for e in reads.events(session, job.id)
+    ]
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic])
+def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
+    return [
+        CheckpointPublic.model_validate(c, from_attributes=True)
+        for c in reads.job_checkpoints(session, job.id)
+    ]
+
+
+@router.post("/{job_id}/cancel", response_model=CancelResult)
+def cancel_job(job_id: int, makers: SessionMakerDep) -> CancelResult:
+    """queued -> cancelled; running -> cancelling (then cancelled by its worker);
+    finished jobs are left as they are. 404 for an unknown job."""
+    state = queue.cancel(makers, job_id)
+    if state is None:
+        raise HTTPException(status_code=404, detail=f"no job {job_id}")
+    return CancelResult(id=job_id, state=state)

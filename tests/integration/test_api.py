@@ -1,0 +1,145 @@
+"""The REST API on a real database (SQLite and PostgreSQL), in-process via TestClient."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recu_db import queue, results
+from recu_db.engine import make_sessionmaker
+from service.app import create_app
+from service.config import ServiceSettings
+
+JOB = {"model": "resnet20", "dataset": {"name": "digits"}, "epochs": 3}
+
+
+@pytest.fixture
+def client(database_url):
+    app = create_app(ServiceSettings(database_url=database_url, max_workers_per_job=4))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def db(engine):
+    return make_sessionmaker(engine)
+
+
+def _errors(response):
+    assert response.status_code == 422, response.text
+    return {".".join(map(str, e["loc"][1:])): e["msg"] for e in response.json()["detail"]}
+
+
+def test_submit_then_get_and_list(client):
+    created = client.post("/jobs", json=JOB)
+    assert created.status_code == 201
+    job = created.json()
+    assert (job["state"], job["attempt"], job["spec"]["model"]) == ("queued", 0, "resnet20")
+    assert job["spec"]["resources"]["num_workers"] == 1
+    assert client.get(f"/jobs/{job['id']}").json()["state"] == "queued"
+    client.post("/jobs", json=JOB)
+    page = client.get("/jobs", params={"state": "queued", "limit": 1}).json()
+    assert (page["total"], len(page["items"]), page["items"][0]["id"]) == (2, 1, job["id"] + 1)
+    assert client.get("/jobs", params={"state": "running"}).json()["total"] == 0
+    events = client.get(f"/jobs/{job['id']}/events").json()
+    assert [(e["from_state"], e["to_state"]) for e in events] == [(None, "queued")]
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "fragment"),
+    [
+        ({"model": "resnet50"}, "model", "'resnet20'"),
+        ({"dataset": {"name": "mnist"}}, "dataset.name", "'cifar10'"),
+        ({"tau": {"tau_s": 0.4}}, "tau.tau_s", "greater than 0.5"),
+        ({"tau": {"tau_s": 0.99, "tau_e": 0.9}}, "tau", "must not exceed tau_e"),
+        ({"epochs": 0}, "epochs", "greater than or equal to 1"),
+        ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"resources": {"num_workers": 9}}, "resources.num_workers", "at most 4 workers"),
+        (
+            {"resources": {"use_gpu": True, "gpus_per_worker": 2}},
+            "resources.gpus_per_worker",
+            "at most 1",
+        ),
+        ({"resources": {"gpus_per_worker": 1}}, "resources.use_gpu", "needs use_gpu=true"),
+    ],
+)
+def test_invalid_jobs_are_422_naming_the_field_and_nothing_is_created(
+    client, patch, field, fragment
+):
+    errors = _errors(client.post("/jobs", json={**JOB, **patch}))
+    assert any(k.startswith(field) and fragment in v for k, v in errors.items()), errors
+    assert client.get("/jobs").json()["total"] == 0
+
+
+def test_idempotency_key_returns_the_same_job(client):
+    first = client.post("/jobs", json=JOB, headers={"Idempotency-Key": "k1"})
+    again = client.post("/jobs", json=JOB, headers={"Idempotency-Key": "k1"})
+    other = client.post("/jobs", json=JOB, headers={"Idempotency-Key": "k2"})
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+    assert first.json()["id"] == again.json()["id"] != other.json()["id"]
+
+
+def test_history_checkpoints_and_download(client, db):
+    job_id = client.post("/jobs", json=JOB).json()["id"]
+    lease = queue.claim(db, "w", lease_s=60)
+    for epoch in range(1, 11):
+        queue.record_epoch(db, lease, epoch, {"test_acc": epoch / 10})
+        results.record_telemetry(db, lease, epoch, {"layers": {"b": {"q": epoch}}})
+    results.append_logs(db, lease, ["epoch 1", "epoch 2"])
+    payload = os.urandom(3_000_000)
+    ckpt = results.store_checkpoint(db, lease, 10, {"test_acc": 1.0}, io.BytesIO(payload), keep=2)
+
+    job = client.get(f"/jobs/{job_id}").json()
+    assert (job["state"], job["current_epoch"], job["latest_metrics"]) == (
+        "running",
+        10,
+        {"test_acc": 1.0},
+    )
+    assert [m["epoch"] for m in client.get(f"/jobs/{job_id}/metrics").json()] == list(range(1, 11))
+    sampled = client.get(f"/jobs/{job_id}/metrics", params={"max_points": 4}).json()
+    assert [m["epoch"] for m in sampled] == [1, 4, 7, 10]
+    assert len(client.get(f"/jobs/{job_id}/telemetry", params={"max_points": 3}).json()) == 3
+    assert [line["line"] for line in client.get(f"/jobs/{job_id}/logs").json()] == [
+        "epoch 1",
+        "epoch 2",
+    ]
+
+    listed = client.get(f"/jobs/{job_id}/checkpoints").json()
+    assert [c["id"] for c in listed] == [ckpt.id]
+    assert (
+        client.get(f"/checkpoints/{ckpt.id}").json()["sha256"]
+        == hashlib.sha256(payload).hexdigest()
+    )
+    download = client.get(f"/checkpoints/{ckpt.id}/download")
+    assert download.status_code == 200
+    assert download.content == payload
+    assert download.headers["content-length"] == str(len(payload))
+    assert download.headers["etag"] == f'"{hashlib.sha256(payload).hexdigest()}"'
+    assert hashlib.sha256(download.content).hexdigest() == download.headers["x-checkpoint-sha256"]
+
+
+def test_cancel_queued_running_finished_and_unknown(client, db):
+    queued = client.post("/jobs", json=JOB).json()["id"]
+    assert client.post(f"/jobs/{queued}/cancel").json()["state"] == "cancelled"
+    assert client.post(f"/jobs/{queued}/cancel").json()["state"] == "cancelled"
+    running = client.post("/jobs", json=JOB).json()["id"]
+    queue.claim(db, "w", lease_s=60)
+    assert client.post(f"/jobs/{running}/cancel").json()["state"] == "cancelling"
+    assert client.post("/jobs/999999/cancel").status_code == 404
+
+
+def test_unknown_ids_are_404(client):
+    for path in ("/jobs/42", "/jobs/42/metrics", "/checkpoints/42", "/checkpoints/42/download"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "42" in response.json()["detail"]
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ok"}
+    assert "/jobs" in client.get("/openapi.json").json()["paths"]
