@@ -1,0 +1,100 @@
+"""The `recu` client commands against a real uvicorn server over loopback HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from recu_cli.main import app
+from recu_db import queue, results
+from recu_db.engine import make_engine, make_sessionmaker
+
+runner = CliRunner()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`python -m service` on a free port with its own SQLite file; stopped afterwards."""
+    port = _free_port()
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    env = {**os.environ, "RECU_DATABASE_URL": url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the API did not become ready within 10 s")
+        engine = make_engine(url)
+        yield api, make_sessionmaker(engine)
+        engine.dispose()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_submit_list_status_logs_cancel_download(server, tmp_path):
+    api, db = server
+    submitted = runner.invoke(app, ["submit", "--epochs", "2", "--tau-s", "0.9", "--api", api])
+    assert submitted.exit_code == 0, submitted.output
+    assert "job 1 queued" in submitted.output
+
+    rejected = runner.invoke(app, ["submit", "--tau-s", "0.3", "--api", api])
+    assert rejected.exit_code == 2
+    assert "tau.tau_s" in rejected.output
+
+    lease = queue.claim(db, "w", lease_s=60)  # a worker picks it up and writes back
+    queue.record_epoch(db, lease, 1, {"test_acc": 0.75})
+    results.append_logs(db, lease, ["epoch 1 done [0.75]"])
+    payload = os.urandom(2_500_000)
+    ckpt = results.store_checkpoint(db, lease, 1, {}, io.BytesIO(payload), keep=1)
+
+    listing = runner.invoke(app, ["jobs", "--api", api])
+    assert listing.exit_code == 0
+    assert "running" in listing.output
+    assert "75.00%" in listing.output
+    status = runner.invoke(app, ["status", "1", "--api", api])
+    assert json.loads(status.output)["spec"]["tau"]["tau_s"] == 0.9
+    assert "epoch 1 done [0.75]" in runner.invoke(app, ["logs", "1", "--api", api]).output
+
+    target = tmp_path / "out" / "ckpt.safetensors"
+    got = runner.invoke(app, ["download", str(ckpt.id), "-o", str(target), "--api", api])
+    assert got.exit_code == 0, got.output
+    assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(payload).digest()
+
+    cancelled = runner.invoke(app, ["cancel", "1", "--api", api])
+    assert "job 1 cancelling" in cancelled.output
+    missing = runner.invoke(app, ["download", "999", "-o", str(tmp_path / "x"), "--api", api])
+    assert missing.exit_code == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_service_is_a_clear_error():
+    result = runner.invoke(app, ["jobs", "--api", f"http://127.0.0.1:{_free_port()}"])
+    assert result.exit_code == 1
+    assert "cannot reach the service" in result.output
