@@ -114,19 +114,29 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def _make_loaders(
     config: TrainConfig, dataset: ImageDataset, device: torch.device
 ) -> tuple[DeviceLoader, DeviceLoader]:
+    rank, world = _world()
     train_loader = DeviceLoader(
         dataset.train_images,
         dataset.train_labels,
-        batch_size=config.batch_size,
+        batch_size=max(1, config.batch_size // world),  # config.batch_size is global
         mean=dataset.mean,
         std=dataset.std,
         train=True,
         crop_padding=dataset.crop_padding,
         flip=dataset.flip,
         seed=config.seed,
+        rank=rank,
+        world_size=world,
         device=device,
         channels_last=config.channels_last,
     )
@@ -137,6 +147,8 @@ def _make_loaders(
         mean=dataset.mean,
         std=dataset.std,
         train=False,
+        rank=rank,
+        world_size=world,
         device=device,
         channels_last=config.channels_last,
     )
@@ -212,6 +224,9 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     step_model: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
+    distributed = _world()[1] > 1
+    if distributed:  # gradients all-reduced across ranks; evaluation uses the plain model
+        step_model = nn.parallel.DistributedDataParallel(step_model)
     label_smoothing = config.optimizer.label_smoothing
     dataset_shape = {
         "num_classes": dataset.num_classes,
@@ -244,13 +259,25 @@ def train(
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.shape[0]
             step += 1
+        if distributed:  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, 0)
         with _autocast(config, device):
             test_loss, test_correct, test_count = evaluate(
-                step_model, test_loader.epoch(0), label_smoothing=label_smoothing
+                model, test_loader.epoch(0), label_smoothing=label_smoothing
             )
-        stats = torch.stack([loss_sum, correct, test_loss, test_correct])
+        counts = torch.stack(
+            [
+                torch.full((), float(seen), device=device),
+                torch.full((), float(test_count), device=device),
+            ]
+        )
+        stats = torch.cat([torch.stack([loss_sum, correct, test_loss, test_correct]), counts])
+        if distributed:  # sums over every rank's shard (the weights are identical)
+            torch.distributed.all_reduce(stats)
         figures = torch.cat([stats, telemetry.collect(device)])
         host = figures.tolist()  # the one device-to-host transfer of the epoch
+        seen, test_count = int(host[4]), int(host[5])
         elapsed = time.perf_counter() - started
         metrics = {
             "epoch": float(epoch + 1),
@@ -267,7 +294,7 @@ def train(
             epoch=epoch + 1,
             total_epochs=config.epochs,
             metrics=metrics,
-            telemetry=telemetry.unpack(host[4:]),
+            telemetry=telemetry.unpack(host[6:]),
             model=model,
             optimizer=optimizer,
             config=config,

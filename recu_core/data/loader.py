@@ -26,6 +26,8 @@ class DeviceLoader:
     ``crop_padding``) and horizontal flip, and the last incomplete batch dropped
     when there is at least one full batch (BatchNorm is noisy on tiny batches).
     ``train=False``: the stored order, no augmentation, every sample once.
+    With ``world_size > 1`` (distributed data parallel) each rank gets an equal shard of the
+    epoch's global permutation in training, and every ``world_size``-th sample in evaluation.
     """
 
     def __init__(
@@ -40,6 +42,8 @@ class DeviceLoader:
         crop_padding: int = 0,
         flip: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
     ) -> None:
@@ -69,12 +73,18 @@ class DeviceLoader:
         self.crop_padding = crop_padding
         self.flip = flip
         self.seed = seed
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        self.rank, self.world_size = rank, world_size
+        if not train and world_size > 1:  # a fixed shard of the evaluation set per rank
+            self.images, self.labels = self.images[rank::world_size], self.labels[rank::world_size]
         self.channels_last = channels_last
 
     def __len__(self) -> int:
-        """Batches per epoch."""
+        """Batches per epoch (of this rank's shard)."""
         n, b = self.images.shape[0], self.batch_size
         if self.train:
+            n //= self.world_size
             return n // b if n >= b else min(n, 1)
         return -(-n // b)
 
@@ -87,9 +97,12 @@ class DeviceLoader:
     def _train_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(self.seed * _EPOCH_STRIDE + epoch)
-        n = self.images.shape[0]
-        order = torch.randperm(n, generator=gen, device=self.device)  # (N,)
-        size = min(self.batch_size, n)
+        total = self.images.shape[0]
+        order = torch.randperm(total, generator=gen, device=self.device)  # (N,)
+        if self.world_size > 1:  # equal shards of one global permutation, as DistributedSampler
+            n = total // self.world_size
+            order = order[: n * self.world_size][self.rank :: self.world_size]  # (N / W,)
+        size = min(self.batch_size, order.shape[0])
         for i in range(len(self)):
             index = order[i * size : (i + 1) * size]  # (B,)
             x = self.images.index_select(0, index)  # (B, C, H, W) uint8
