@@ -49,5 +49,5 @@ def test_two_gloo_ranks_train_in_lockstep():
             assert a[key] == b[key], key  # all-reduced figures are the same on every rank
     for key, value in w0.items():
         assert torch.equal(value, w1[key]), key  # parameters and BatchNorm statistics
-    for h in h0:  # accuracy over all 91 test images (shards of 46 and 45): each counted once across the ranks
+    for h in h0:  # accuracy over all 91 test images (shards of 46 and 45), each counted once
         assert abs(h["test_acc"] * 91 - round(h["test_acc"] * 91)) < 1e-6

@@ -1,0 +1,93 @@
+"""Layer 1 of the Ray code: the per-worker training function.
+
+Every Ray Train worker runs recu_core's ``train`` (distributed data parallel through the
+process group Ray set up). Rank 0 writes each epoch's metrics, telemetry, log line and,
+per the job's checkpoint policy, a checkpoint to the database, fenced by the job's
+lease: the database, not Ray's storage, is the source of truth, so a re-claimed job
+resumes from its newest stored checkpoint whichever worker process runs it.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+
+from recu_core.checkpoint import checkpoint_to_bytes
+from recu_core.config import TrainConfig
+from recu_core.train import EpochReport, train
+from recu_db import queue, reads, results
+from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
+from recu_db.queue import Lease
+from recu_db.states import JobState
+
+
+class LeaseLostError(RuntimeError):
+    """The job was re-claimed, finished or cancelled: stop writing, stop training."""
+
+
+def _latest_checkpoint(database_url: str, job_id: int, workdir: Path) -> Path | None:
+    engine = make_engine(database_url)
+    try:
+        db = make_read_sessionmaker(engine)
+        with db() as session:
+            stored = reads.job_checkpoints(session, job_id)
+        if not stored:
+            return None
+        path = workdir / "resume.safetensors"
+        with open(path, "wb") as f:
+            for chunk in results.iter_checkpoint_bytes(db, stored[-1].id):
+                f.write(chunk)
+        return path
+    finally:
+        engine.dispose()
+
+
+def train_loop_per_worker(job: dict[str, Any]) -> None:
+    lease = Lease(**job["lease"])
+    spec = lease.spec
+    config = TrainConfig.model_validate(
+        {k: v for k, v in spec.items() if k in TrainConfig.model_fields}
+    )
+    use_gpu = bool(spec.get("resources", {}).get("use_gpu"))
+    config = config.model_copy(update={"device": "cuda" if use_gpu else "cpu"})
+    every, keep = spec["checkpoint"]["every_epochs"], spec["checkpoint"]["keep"]
+    rank = ray.train.get_context().get_world_rank()
+    engine = make_engine(job["database_url"])
+    db = make_sessionmaker(engine)
+
+    def on_epoch(report: EpochReport) -> None:
+        m = report.metrics
+        if rank == 0:
+            line = (
+                f"epoch {report.epoch}/{report.total_epochs} tau {m['tau']:.4f} lr {m['lr']:.4f} "
+                f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f} "
+                f"test acc {m['test_acc']:.4f} ({m['images_per_s']:.0f} img/s)"
+            )
+            written = (
+                queue.record_epoch(db, lease, report.epoch, m)
+                and results.record_telemetry(db, lease, report.epoch, report.telemetry)
+                and results.append_logs(db, lease, [line])
+            )
+            if written and (report.epoch % every == 0 or report.epoch == report.total_epochs):
+                data = checkpoint_to_bytes(report.model, report.optimizer, report.manifest())
+                written = (
+                    results.store_checkpoint(
+                        db, lease, report.epoch, m, io.BytesIO(data), keep=keep
+                    )
+                    is not None
+                )
+            state = queue.heartbeat(db, lease, lease_s=job["lease_s"])
+            if not written or state != JobState.RUNNING:
+                raise LeaseLostError(f"job {lease.job_id} is no longer ours to run ({state})")
+        ray.train.report({"epoch": report.epoch, **m})
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            resume = _latest_checkpoint(job["database_url"], lease.job_id, Path(tmp))
+            train(config, callbacks=[on_epoch], resume_from=resume)
+    finally:
+        engine.dispose()
