@@ -1,4 +1,9 @@
-"""The ``recu`` entry point: local commands from recu_core plus the service client."""
+"""The ``recu`` entry point: local commands from recu_core, the service client, and the
+commands that start the API and a queue worker."""
+
+from typing import Annotated
+
+import typer
 
 from recu_cli import client
 from recu_core.cli import app
@@ -12,5 +17,27 @@ for command in (
     client.download,
 ):
     app.command()(command)
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the REST API (uvicorn; RECU_DATABASE_URL, default a SQLite file)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port)
+
+
+@app.command()
+def worker(
+    exit_when_idle: Annotated[bool, typer.Option(help="Stop when the queue is empty.")] = False,
+) -> None:
+    """Consume the job queue on Ray (RAY_ADDRESS, or a local Ray instance)."""
+    from workers.loop import WorkerSettings
+    from workers.loop import serve as consume
+
+    consume(WorkerSettings(), exit_when_idle=exit_when_idle)
+
 
 __all__ = ["app"]

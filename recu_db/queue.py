@@ -209,7 +209,8 @@ def finish(
     now: datetime | None = None,
 ) -> bool:
     """Move a claimed job to a terminal state; False (nothing written) if the lease is stale.
-    A job being cancelled ends cancelled, whatever the worker reports, unless it failed."""
+    A job being cancelled ends cancelled, whatever the worker reports (a worker stops a
+    cancelled job by failing its run)."""
     if state not in TERMINAL:
         raise ValueError(f"finish needs a terminal state, got {state}")
     now = now or utcnow()
@@ -218,11 +219,7 @@ def finish(
         if job is None:
             return False
         current = JobState(job.state)
-        target = (
-            JobState.CANCELLED
-            if current == JobState.CANCELLING and state != JobState.FAILED
-            else state
-        )
+        target = JobState.CANCELLED if current == JobState.CANCELLING else state
         check_transition(current, target)
         job.state = target
         job.error = error

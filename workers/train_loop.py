@@ -85,6 +85,8 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
                 raise LeaseLostError(f"job {lease.job_id} is no longer ours to run ({state})")
         ray.train.report({"epoch": report.epoch, **m})
 
+    if rank == 0 and queue.heartbeat(db, lease, lease_s=job["lease_s"]) != JobState.RUNNING:
+        raise LeaseLostError(f"job {lease.job_id} was cancelled or re-claimed before it started")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             resume = _latest_checkpoint(job["database_url"], lease.job_id, Path(tmp))

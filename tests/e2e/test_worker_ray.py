@@ -17,6 +17,20 @@ from recu_db.migrate import upgrade  # noqa: E402
 from service.schemas import JobCreate  # noqa: E402
 from workers.loop import WorkerSettings, serve  # noqa: E402
 
+SMALL = {
+    "dataset": {"name": "digits", "num_train": 256, "num_test": 64},
+    "batch_size": 64,
+    "optimizer": {"lr": 0.05},
+    "kernels": "eager",
+    "resources": {"num_workers": 2},
+}
+
+
+def _spec(**overrides):
+    return JobCreate.model_validate({**SMALL, **overrides}).model_dump(
+        mode="json", exclude={"priority", "max_attempts"}
+    )
+
 
 @pytest.fixture
 def local_ray():
@@ -30,18 +44,7 @@ def test_job_runs_on_ray_train_with_two_ddp_workers(tmp_path, local_ray):
     engine = make_engine(url)
     upgrade(engine)
     db = make_sessionmaker(engine)
-    spec = JobCreate.model_validate(
-        {
-            "dataset": {"name": "digits", "num_train": 256, "num_test": 64},
-            "epochs": 2,
-            "batch_size": 64,
-            "optimizer": {"lr": 0.05},
-            "kernels": "eager",
-            "resources": {"num_workers": 2},
-            "checkpoint": {"every_epochs": 1, "keep": 1},
-        }
-    ).model_dump(mode="json", exclude={"priority", "max_attempts"})
-    job, _ = queue.submit(db, spec)
+    job, _ = queue.submit(db, _spec(epochs=2, checkpoint={"every_epochs": 1, "keep": 1}))
 
     serve(
         WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30),
@@ -67,4 +70,39 @@ def test_job_runs_on_ray_train_with_two_ddp_workers(tmp_path, local_ray):
         model, load_dataset(DatasetConfig(name="digits", num_test=64, num_train=256)), device="cpu"
     )
     assert accuracy == pytest.approx(history[-1].metrics["test_acc"], abs=1e-9)
+    engine.dispose()
+
+
+def test_cancel_of_a_running_job_ends_cancelled_and_frees_ray(tmp_path, local_ray):
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    db = make_sessionmaker(engine)
+    job, _ = queue.submit(db, _spec(epochs=50))
+    settings = WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30)
+    runner = threading.Thread(target=serve, args=(settings,), kwargs={"exit_when_idle": True})
+    runner.start()
+    read = make_read_sessionmaker(engine)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait for the first epoch: the job is really running
+        with read() as session:
+            if reads.metrics_history(session, job.id):
+                break
+        time.sleep(0.2)
+    assert queue.cancel(db, job.id) == "cancelling"
+    runner.join(timeout=180)
+    assert not runner.is_alive()
+    with read() as session:
+        row = session.get(type(job), job.id)
+        epochs = len(reads.metrics_history(session, job.id))
+    assert row.state == "cancelled"
+    assert epochs < 50
+    for _ in range(50):  # the trainer's actors release their CPUs
+        if ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU"):
+            break
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU")
     engine.dispose()
