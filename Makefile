@@ -10,7 +10,7 @@ export RECU_DATA_DIR ?= $(CURDIR)/var/data
 export RECU_CACHE_DIR ?= $(CURDIR)/var/cache
 SHARED_CIFAR := $(CURDIR)/../shared/data/cifar10-jpeg.tar.gz
 
-.PHONY: install lint format typecheck test bench demo data clean
+.PHONY: install lint format typecheck test bench demo demo-local data clean
 
 install: $(VENV)/.installed
 
@@ -46,7 +46,13 @@ bench: install data
 	$(PY) -m bench.data_pipeline
 	$(PY) -m bench.accuracy_cifar
 
+# The whole service on this machine: API + worker (local Ray) on a SQLite file, a job
+# submitted over HTTP, its checkpoint downloaded and evaluated locally.
 demo: install
+	$(PY) -m recu_cli.demo
+
+# The same training without the service, in one process.
+demo-local: install
 	$(VENV)/bin/recu train --model resnet20 --dataset digits --epochs 30 --batch-size 32 \
 		--lr 0.1 -o var/runs/demo-resnet20-digits.safetensors
 	$(VENV)/bin/recu evaluate var/runs/demo-resnet20-digits.safetensors
