@@ -98,3 +98,21 @@ def test_unreachable_service_is_a_clear_error():
     result = runner.invoke(app, ["jobs", "--api", f"http://127.0.0.1:{_free_port()}"])
     assert result.exit_code == 1
     assert "cannot reach the service" in result.output
+
+
+def test_twenty_concurrent_submits_with_one_idempotency_key_make_one_job(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    api, _ = server
+
+    def post(_):
+        response = httpx.post(
+            f"{api}/jobs", json={"epochs": 1}, headers={"Idempotency-Key": "same"}, timeout=30
+        )
+        return response.status_code, response.json()["id"]
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(post, range(20)))
+    assert {job_id for _, job_id in answers} == {1}
+    assert sorted(code for code, _ in answers) == [200] * 19 + [201]
+    assert httpx.get(f"{api}/jobs").json()["total"] == 1
