@@ -106,3 +106,56 @@ def test_cancel_of_a_running_job_ends_cancelled_and_frees_ray(tmp_path, local_ra
         time.sleep(0.2)
     assert ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU")
     engine.dispose()
+
+
+def test_reclaimed_job_resumes_from_its_last_stored_checkpoint(tmp_path, local_ray):
+    import io
+    from datetime import timedelta
+
+    from recu_core.checkpoint import checkpoint_to_bytes
+    from recu_core.config import TrainConfig
+    from recu_core.train import train
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    db = make_sessionmaker(engine)
+    spec = _spec(epochs=4, checkpoint={"every_epochs": 1, "keep": 2}, resources={"num_workers": 1})
+    job, _ = queue.submit(db, spec)
+
+    # A first worker trains two epochs, stores them, then dies without finishing.
+    dead = queue.claim(db, "dead-worker", lease_s=30)
+    config = TrainConfig.model_validate(
+        {k: v for k, v in spec.items() if k in TrainConfig.model_fields} | {"device": "cpu"}
+    )
+
+    class DiedError(Exception):
+        pass
+
+    def first_worker(report):
+        queue.record_epoch(db, dead, report.epoch, report.metrics)
+        data = checkpoint_to_bytes(report.model, report.optimizer, report.manifest())
+        results.store_checkpoint(db, dead, report.epoch, report.metrics, io.BytesIO(data), keep=2)
+        if report.epoch == 2:
+            raise DiedError
+
+    with pytest.raises(DiedError):
+        train(config, callbacks=[first_worker])
+    assert queue.reap(db, now=queue.utcnow() + timedelta(minutes=5)) == [(job.id, "queued")]
+
+    serve(
+        WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30),
+        exit_when_idle=True,
+    )
+
+    read = make_read_sessionmaker(engine)
+    with read() as session:
+        row = session.get(type(job), job.id)
+        history = reads.metrics_history(session, job.id)
+        logs = [line.line for line in reads.log_lines(session, job.id, offset=0, limit=100)]
+    assert row.state == "succeeded", (row.error, logs)
+    assert row.attempt == 2
+    # Every epoch exactly once; the second attempt did only the epochs the first had not.
+    assert [(m.epoch, m.attempt) for m in history] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    assert logs[0].startswith("epoch 3/4")
+    engine.dispose()
