@@ -13,8 +13,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -25,11 +27,20 @@ from recu_db.states import JobState
 from workers.trainer import run_job
 
 
+def _env(name: str, default: str | None = None) -> Callable[[], Any]:
+    return lambda: os.environ.get(name, default)
+
+
 @dataclass
 class WorkerSettings:
-    database_url: str = os.environ.get("RECU_DATABASE_URL", "sqlite:///var/recu.db")
-    ray_address: str | None = os.environ.get("RAY_ADDRESS")
-    runs_dir: Path = Path(os.environ.get("RECU_RUNS_DIR", "var/ray-runs"))
+    """Read from the environment when constructed: RECU_DATABASE_URL, RAY_ADDRESS,
+    RECU_RUNS_DIR (Ray's own storage for the runs)."""
+
+    database_url: str = field(default_factory=_env("RECU_DATABASE_URL", "sqlite:///var/recu.db"))
+    ray_address: str | None = field(default_factory=_env("RAY_ADDRESS"))
+    runs_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("RECU_RUNS_DIR", "var/ray-runs"))
+    )
     lease_s: float = 60.0
     poll_s: float = 1.0
     max_failures: int = 1
