@@ -32,12 +32,24 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 @app.command()
 def worker(
     exit_when_idle: Annotated[bool, typer.Option(help="Stop when the queue is empty.")] = False,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Jobs run at once at most, as resources allow [env RECU_WORKER_CONCURRENCY, 1].",
+        ),
+    ] = None,
 ) -> None:
     """Consume the job queue on Ray (RAY_ADDRESS, or a local Ray instance)."""
+    import dataclasses
+
     from workers.loop import WorkerSettings
     from workers.loop import serve as consume
 
-    consume(WorkerSettings(), exit_when_idle=exit_when_idle)
+    settings = WorkerSettings()
+    if concurrency is not None:
+        settings = dataclasses.replace(settings, concurrency=concurrency)
+    consume(settings, exit_when_idle=exit_when_idle)
 
 
 __all__ = ["app"]

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from recu_db.demand import resource_demand
 from recu_db.models import EpochMetric, Job, JobEvent
 from recu_db.states import TERMINAL, JobState, check_transition
 
@@ -76,9 +77,12 @@ def submit(
     now = now or utcnow()
     try:
         with db.begin() as session:
+            cpus, gpus = resource_demand(spec)
             job = Job(
                 state=JobState.QUEUED,
                 spec=spec,
+                cpus=cpus,
+                gpus=gpus,
                 priority=priority,
                 idempotency_key=idempotency_key,
                 max_attempts=max_attempts,
@@ -99,13 +103,25 @@ def submit(
         return existing, False
 
 
-def claim(db: Db, owner: str, *, lease_s: float, now: datetime | None = None) -> Lease | None:
-    """Take the highest-priority, oldest queued job, or None when the queue is empty."""
+def claim(
+    db: Db,
+    owner: str,
+    *,
+    lease_s: float,
+    free: tuple[float, float] | None = None,
+    now: datetime | None = None,
+) -> Lease | None:
+    """Take the highest-priority, oldest queued job, or None when none is queued.
+
+    With ``free = (cpus, gpus)`` only a job that fits in them is taken: a smaller job may
+    then start before a larger one of higher priority that does not fit yet (backfill).
+    """
     now = now or utcnow()
+    fits = () if free is None else (Job.cpus <= free[0] + 1e-9, Job.gpus <= free[1] + 1e-9)
     with db.begin() as session:
         candidate = (
             select(Job.id)
-            .where(Job.state == JobState.QUEUED)
+            .where(Job.state == JobState.QUEUED, *fits)
             .order_by(Job.priority.desc(), Job.id)
             .limit(1)
             .with_for_update(skip_locked=True)

@@ -1,8 +1,10 @@
-"""The queue consumer: claim a job, keep its lease alive, run it on Ray, record the end.
+"""The queue consumer: claim jobs that fit, keep their leases alive, run them on Ray.
 
-A heartbeat thread renews the lease every lease/3 seconds while the job runs; the
-reaper runs before each claim, so a job whose worker died is requeued (or failed after
-its attempts) by whichever worker looks next.
+``concurrency`` slots (threads) share one Ray connection and one database engine; each
+claims the next queued job that fits in what the cluster has free (see ``Capacity``), runs
+it with Ray Train and records its end. A heartbeat thread renews a job's lease every
+lease/3 seconds while it runs; the reaper runs before each claim, so a job whose worker
+died is requeued (or failed after its attempts) by whichever worker looks next.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -21,9 +22,11 @@ from typing import Any
 import ray
 
 from recu_db import queue, results
+from recu_db.demand import resource_demand
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
 from recu_db.states import JobState
+from workers.capacity import Capacity
 from workers.trainer import run_job
 
 
@@ -34,17 +37,24 @@ def _env(name: str, default: str | None = None) -> Callable[[], Any]:
 @dataclass
 class WorkerSettings:
     """Read from the environment when constructed: RECU_DATABASE_URL, RAY_ADDRESS,
-    RECU_RUNS_DIR (Ray's own storage for the runs)."""
+    RECU_RUNS_DIR (Ray's own storage for the runs), RECU_WORKER_CONCURRENCY."""
 
     database_url: str = field(default_factory=_env("RECU_DATABASE_URL", "sqlite:///var/recu.db"))
     ray_address: str | None = field(default_factory=_env("RAY_ADDRESS"))
     runs_dir: Path = field(
         default_factory=lambda: Path(os.environ.get("RECU_RUNS_DIR", "var/ray-runs"))
     )
+    concurrency: int = field(
+        default_factory=lambda: int(os.environ.get("RECU_WORKER_CONCURRENCY", "1"))
+    )
     lease_s: float = 60.0
     poll_s: float = 1.0
     max_failures: int = 1
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
 
 def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event) -> None:
@@ -53,15 +63,18 @@ def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event
             return
 
 
-def run_one(settings: WorkerSettings) -> bool:
-    """Claim and run one job; False when the queue was empty."""
-    engine = make_engine(settings.database_url)
-    db = make_sessionmaker(engine)
-    try:
+def _claim(db: queue.Db, settings: WorkerSettings, capacity: Capacity) -> Lease | None:
+    with capacity.lock:
         queue.reap(db)
-        lease = queue.claim(db, settings.name, lease_s=settings.lease_s)
-        if lease is None:
-            return False
+        return queue.claim(db, settings.name, lease_s=settings.lease_s, free=capacity.free())
+
+
+def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
+    """Claim one job that fits and run it to its end; False when none could be claimed."""
+    lease = _claim(db, settings, capacity)
+    if lease is None:
+        return False
+    with capacity.holding(lease.job_id, resource_demand(lease.spec)):
         stop = threading.Event()
         beat = threading.Thread(
             target=_heartbeat, args=(db, lease, settings.lease_s, stop), daemon=True
@@ -83,17 +96,57 @@ def run_one(settings: WorkerSettings) -> bool:
         finally:
             stop.set()
             beat.join()
-        return True
-    finally:
-        engine.dispose()
+    return True
 
 
-def serve(settings: WorkerSettings, *, exit_when_idle: bool = False) -> None:
-    """Connect to Ray (RAY_ADDRESS, or a local instance) and consume the queue."""
+def _slot(
+    settings: WorkerSettings,
+    db: queue.Db,
+    capacity: Capacity,
+    exit_when_idle: bool,
+    stopping: threading.Event,
+) -> None:
+    while not stopping.is_set():
+        if run_one(settings, db, capacity):
+            continue
+        if exit_when_idle and capacity.running() == 0:
+            return
+        stopping.wait(settings.poll_s)
+
+
+def serve(
+    settings: WorkerSettings,
+    *,
+    exit_when_idle: bool = False,
+    stopping: threading.Event | None = None,
+) -> None:
+    """Connect to Ray (RAY_ADDRESS, or a local instance) and consume the queue with
+    ``settings.concurrency`` jobs at most at once. With ``exit_when_idle`` it returns once
+    nothing it could claim is queued and none of its jobs runs; ``stopping`` ends it after
+    the running jobs."""
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     if not ray.is_initialized():
         ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False)
-    while True:
-        if not run_one(settings) and exit_when_idle:
-            return
-        time.sleep(0 if exit_when_idle else settings.poll_s)
+    stopping = stopping or threading.Event()
+    engine = make_engine(settings.database_url)
+    db = make_sessionmaker(engine)
+    capacity = Capacity()
+    slots = [
+        threading.Thread(
+            target=_slot,
+            args=(settings, db, capacity, exit_when_idle, stopping),
+            name=f"recu-slot-{i}",
+        )
+        for i in range(settings.concurrency)
+    ]
+    try:
+        for slot in slots:
+            slot.start()
+        for slot in slots:
+            slot.join()
+    finally:
+        stopping.set()
+        for slot in slots:
+            if slot.is_alive():
+                slot.join()
+        engine.dispose()

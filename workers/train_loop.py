@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import ray.train
+import torch
 
 from recu_core.checkpoint import checkpoint_to_bytes
 from recu_core.config import TrainConfig
 from recu_core.train import EpochReport, train
 from recu_db import queue, reads, results
+from recu_db.demand import per_worker_resources
 from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from recu_db.queue import Lease
 from recu_db.states import JobState
@@ -52,8 +54,9 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     config = TrainConfig.model_validate(
         {k: v for k, v in spec.items() if k in TrainConfig.model_fields}
     )
-    use_gpu = bool(spec.get("resources", {}).get("use_gpu"))
-    config = config.model_copy(update={"device": "cuda" if use_gpu else "cpu"})
+    per_worker = per_worker_resources(spec)
+    config = config.model_copy(update={"device": "cuda" if "GPU" in per_worker else "cpu"})
+    torch.set_num_threads(max(1, int(per_worker["CPU"])))  # the CPUs this worker reserved
     every, keep = spec["checkpoint"]["every_epochs"], spec["checkpoint"]["keep"]
     rank = ray.train.get_context().get_world_rank()
     engine = make_engine(job["database_url"])

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from recu_db.demand import num_workers, per_worker_resources
 from recu_db.queue import Lease
 from workers.train_loop import train_loop_per_worker
 
@@ -17,11 +17,8 @@ def run_job(
     lease: Lease, *, database_url: str, lease_s: float, runs_dir: Path, max_failures: int
 ) -> None:
     """Train the job on Ray Train; returns when it succeeded, raises when it failed."""
-    resources = lease.spec.get("resources", {})
-    use_gpu = bool(resources.get("use_gpu"))
-    per_worker = {"CPU": float(resources.get("cpus_per_worker", 1.0))}
-    if use_gpu:
-        per_worker["GPU"] = float(max(1, resources.get("gpus_per_worker", 1)))
+    per_worker = per_worker_resources(lease.spec)
+    threads = max(1, int(per_worker["CPU"]))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -30,17 +27,16 @@ def run_job(
             "lease_s": lease_s,
         },
         scaling_config=ScalingConfig(
-            num_workers=int(resources.get("num_workers", 1)),
-            use_gpu=use_gpu,
+            num_workers=num_workers(lease.spec),
+            use_gpu="GPU" in per_worker,
             resources_per_worker=per_worker,
         ),
         run_config=RunConfig(  # type: ignore[call-arg]  # mypy sees Train V1's RunConfig
             name=f"job-{lease.job_id}",
             storage_path=str(runs_dir.resolve()),
             failure_config=FailureConfig(max_failures=max_failures),
-            worker_runtime_env={
-                "env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-            },
+            # torch in each worker uses as many threads as the CPUs it reserved
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
         ),
     )
     trainer.fit()

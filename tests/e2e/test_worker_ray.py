@@ -159,3 +159,37 @@ def test_reclaimed_job_resumes_from_its_last_stored_checkpoint(tmp_path, local_r
     assert [(m.epoch, m.attempt) for m in history] == [(1, 1), (2, 1), (3, 2), (4, 2)]
     assert logs[0].startswith("epoch 3/4")
     engine.dispose()
+
+
+def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path, local_ray):
+    """Two 1-CPU jobs run at once on the 2-CPU instance; a 2-CPU job waits for both."""
+    from sqlalchemy import select
+
+    from recu_db.models import JobEvent
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    db = make_sessionmaker(engine)
+    one = {"num_workers": 1}
+    first, _ = queue.submit(db, _spec(epochs=2, resources=one), priority=1)
+    second, _ = queue.submit(db, _spec(epochs=2, resources=one), priority=1)
+    wide, _ = queue.submit(db, _spec(epochs=1))  # 2 DDP workers: the whole instance
+
+    serve(
+        WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30, concurrency=3),
+        exit_when_idle=True,
+    )
+
+    read = make_read_sessionmaker(engine)
+    with read() as session:
+        states = [session.get(type(first), j.id).state for j in (first, second, wide)]
+        events = session.scalars(select(JobEvent).order_by(JobEvent.id)).all()
+    assert states == ["succeeded"] * 3
+    started = {e.job_id: e.at for e in events if e.to_state == "running"}
+    ended = {e.job_id: e.at for e in events if e.to_state == "succeeded"}
+    # the two small jobs overlapped in time ...
+    assert max(started[first.id], started[second.id]) < min(ended[first.id], ended[second.id])
+    # ... and the wide one was claimed only once both had released their CPUs
+    assert started[wide.id] >= max(ended[first.id], ended[second.id])
+    engine.dispose()

@@ -137,3 +137,41 @@ def test_state_machine_rejects_illegal_transitions():
         check_transition(JobState.SUCCEEDED, JobState.RUNNING)
     with pytest.raises(TransitionError, match="allowed: cancelled, failed, running"):
         check_transition(JobState.QUEUED, JobState.SUCCEEDED)
+
+
+def _resources(num_workers, cpus=1.0, use_gpu=False):
+    return {"resources": {"num_workers": num_workers, "cpus_per_worker": cpus, "use_gpu": use_gpu}}
+
+
+def test_claim_takes_only_a_job_that_fits_in_the_free_resources(db):
+    big, _ = queue.submit(db, _resources(4, cpus=2.0), priority=9, now=T0)  # 8 CPUs
+    gpu, _ = queue.submit(db, _resources(1, use_gpu=True), priority=5, now=T0)  # 1 CPU, 1 GPU
+    small, _ = queue.submit(db, _resources(2), priority=0, now=T0)  # 2 CPUs
+    assert (_job(db, big.id).cpus, _job(db, big.id).gpus) == (8.0, 0.0)
+    assert (_job(db, gpu.id).cpus, _job(db, gpu.id).gpus) == (1.0, 1.0)
+    assert queue.claim(db, "w", lease_s=LEASE, free=(1.5, 0.0), now=T0) is None
+    # the small job backfills past the two higher-priority ones that do not fit
+    assert queue.claim(db, "w", lease_s=LEASE, free=(2.0, 0.0), now=T0).job_id == small.id
+    assert queue.claim(db, "w", lease_s=LEASE, free=(7.0, 1.0), now=T0).job_id == gpu.id
+    assert queue.claim(db, "w", lease_s=LEASE, free=(8.0, 0.0), now=T0).job_id == big.id
+
+
+def test_migration_fills_in_the_demand_of_jobs_queued_before_it(engine):
+    from alembic import command
+    from sqlalchemy import text
+
+    from recu_db.migrate import alembic_config, upgrade
+
+    command.downgrade(alembic_config(engine), "20261126_results")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO jobs (state, spec, priority, attempt, max_attempts, current_epoch, "
+                "created_at, updated_at) VALUES ('queued', :spec, 0, 0, 3, 0, :t, :t)"
+            ),
+            {"spec": '{"resources": {"num_workers": 3, "cpus_per_worker": 2}}', "t": T0},
+        )
+    upgrade(engine)
+    assert is_current(engine)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT cpus, gpus FROM jobs")).one() == (6.0, 0.0)

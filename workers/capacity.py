@@ -1,0 +1,45 @@
+"""What the Ray cluster can still take, as seen by one worker process.
+
+free = min(Ray's available resources, cluster total - what this process's jobs hold).
+Ray's figure covers other worker processes on the same cluster; the local ledger covers
+this process's jobs in the seconds before their placement groups show up in Ray's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+
+class Capacity:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held around "look, claim, hold" so slots never overbook
+        self._held: dict[int, tuple[float, float]] = {}
+
+    def free(self) -> tuple[float, float]:
+        """(cpus, gpus) a newly claimed job may use now."""
+        total, available = ray.cluster_resources(), ray.available_resources()
+        held_cpus = sum(c for c, _ in self._held.values())
+        held_gpus = sum(g for _, g in self._held.values())
+        return (
+            max(0.0, min(available.get("CPU", 0.0), total.get("CPU", 0.0) - held_cpus)),
+            max(0.0, min(available.get("GPU", 0.0), total.get("GPU", 0.0) - held_gpus)),
+        )
+
+    @contextmanager
+    def holding(self, job_id: int, demand: tuple[float, float]) -> Iterator[None]:
+        """Count ``demand`` as taken while the job runs."""
+        with self.lock:
+            self._held[job_id] = demand
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._held.pop(job_id, None)
+
+    def running(self) -> int:
+        with self.lock:
+            return len(self._held)
