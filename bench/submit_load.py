@@ -10,48 +10,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
 
 from bench.common import environment
+from recu_cli.local_service import local_service
 
 POSTGRES_URL = os.environ.get(
     "RECU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 JOB = {"model": "resnet20", "dataset": {"name": "digits"}, "epochs": 30}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(database_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port)],
-        env={**os.environ, "RECU_DATABASE_URL": database_url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
-                return proc, api
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.terminate()
-    raise RuntimeError("API did not start")
 
 
 async def _load(api: str, requests: int, concurrency: int, max_s: float) -> dict[str, float]:
@@ -109,12 +83,8 @@ def main() -> None:
         print("| database | requests | req/s | p50 ms | p99 ms | errors |")
         print("|---|---|---|---|---|---|")
         for name, url in targets.items():
-            proc, api = _start(url)
-            try:
+            with local_service(Path(tmp) / name, database_url=url, workers=0) as api:
                 r = asyncio.run(_load(api, args.requests, args.concurrency, args.max_seconds))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=10)
             print(
                 f"| {name} | {r['requests']:.0f} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
                 f"{r['p99_ms']:.1f} | {r['errors']:.0f} |"

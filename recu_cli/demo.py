@@ -9,16 +9,14 @@ then stops what it started.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 from rich.console import Console
+
+from recu_cli.local_service import local_service
 
 console = Console()
 JOB = {
@@ -32,92 +30,48 @@ JOB = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(api: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the API at {api} did not become ready")
-
-
 def main(workdir: Path = Path("var/demo")) -> int:
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "RECU_DATABASE_URL": f"sqlite:///{(workdir / 'recu.db').resolve()}",
-        "RECU_RUNS_DIR": str((workdir / "ray-runs").resolve()),
-    }
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}"
-    logs = [open(workdir / name, "w") for name in ("api.log", "worker.log")]  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port)],
-        env=env,
-        stdout=logs[0],
-        stderr=logs[0],
-    )
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "workers"], env=env, stdout=logs[1], stderr=logs[1]
-    )
-    try:
-        _wait_ready(api)
+    with local_service(workdir) as api:
         console.print(f"API at {api}, worker started (logs in {workdir})")
-        with httpx.Client(base_url=api, timeout=30) as client:
-            job = client.post("/jobs", json=JOB).raise_for_status().json()
-            console.print(f"submitted job {job['id']}: ReCU ResNet-20 on digits, 30 epochs")
-            last_epoch = 0
-            while job["state"] not in {"succeeded", "failed", "cancelled"}:
-                time.sleep(1)
-                job = client.get(f"/jobs/{job['id']}").raise_for_status().json()
-                if job["current_epoch"] != last_epoch and job["latest_metrics"]:
-                    last_epoch = job["current_epoch"]
-                    acc = job["latest_metrics"]["test_acc"]
-                    console.print(
-                        f"  epoch {last_epoch:>2}/30  test acc {acc:.2%}  ({job['state']})"
-                    )
-            if job["state"] != "succeeded":
-                console.print(f"[red]job ended {job['state']}: {job['error']}[/red]")
-                return 1
-            reported = job["latest_metrics"]["test_acc"]
-            ckpt = client.get(f"/jobs/{job['id']}/checkpoints").raise_for_status().json()[-1]
-            data = client.get(f"/checkpoints/{ckpt['id']}/download").raise_for_status().content
-        if hashlib.sha256(data).hexdigest() != ckpt["sha256"]:
-            console.print("[red]downloaded checkpoint does not match its sha256[/red]")
-            return 1
-        from recu_core.config import DatasetConfig
-        from recu_core.data import load_dataset
-        from recu_core.train import evaluate_accuracy, load_trained_model
+        return _run(api)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "final.safetensors"
-            path.write_bytes(data)
-            model = load_trained_model(path, expected_sha256=ckpt["sha256"])
-        local = evaluate_accuracy(model, load_dataset(DatasetConfig(name="digits")), device="cpu")
-        console.print(
-            f"service reported {reported:.4%}; the downloaded checkpoint evaluates locally to "
-            f"{local:.4%}: {'match' if abs(local - reported) < 1e-9 else 'MISMATCH'}"
-        )
-        return 0 if abs(local - reported) < 1e-9 else 1
-    finally:
-        for proc in (worker, server):
-            proc.terminate()
-        for proc in (worker, server):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for log in logs:
-            log.close()
+
+def _run(api: str) -> int:
+    """Submit, follow, download, evaluate; 0 when the accuracies match."""
+    with httpx.Client(base_url=api, timeout=30) as client:
+        job = client.post("/jobs", json=JOB).raise_for_status().json()
+        console.print(f"submitted job {job['id']}: ReCU ResNet-20 on digits, 30 epochs")
+        last_epoch = 0
+        while job["state"] not in {"succeeded", "failed", "cancelled"}:
+            time.sleep(1)
+            job = client.get(f"/jobs/{job['id']}").raise_for_status().json()
+            if job["current_epoch"] != last_epoch and job["latest_metrics"]:
+                last_epoch = job["current_epoch"]
+                acc = job["latest_metrics"]["test_acc"]
+                console.print(f"  epoch {last_epoch:>2}/30  test acc {acc:.2%}  ({job['state']})")
+        if job["state"] != "succeeded":
+            console.print(f"[red]job ended {job['state']}: {job['error']}[/red]")
+            return 1
+        reported = job["latest_metrics"]["test_acc"]
+        ckpt = client.get(f"/jobs/{job['id']}/checkpoints").raise_for_status().json()[-1]
+        data = client.get(f"/checkpoints/{ckpt['id']}/download").raise_for_status().content
+    if hashlib.sha256(data).hexdigest() != ckpt["sha256"]:
+        console.print("[red]downloaded checkpoint does not match its sha256[/red]")
+        return 1
+    from recu_core.config import DatasetConfig
+    from recu_core.data import load_dataset
+    from recu_core.train import evaluate_accuracy, load_trained_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "final.safetensors"
+        path.write_bytes(data)
+        model = load_trained_model(path, expected_sha256=ckpt["sha256"])
+    local = evaluate_accuracy(model, load_dataset(DatasetConfig(name="digits")), device="cpu")
+    console.print(
+        f"service reported {reported:.4%}; the downloaded checkpoint evaluates locally to "
+        f"{local:.4%}: {'match' if abs(local - reported) < 1e-9 else 'MISMATCH'}"
+    )
+    return 0 if abs(local - reported) < 1e-9 else 1
 
 
 if __name__ == "__main__":

@@ -34,11 +34,22 @@ class Base(DeclarativeBase):
 
 
 class Job(Base):
-    """A training run in the queue. ``attempt`` and ``owner`` fence every write after a claim."""
+    """A queue item. ``attempt`` and ``owner`` fence every write after a claim.
+
+    ``kind``: "train" (a training job), "sweep" (a Ray Tune search, claimed like a job) or
+    "trial" (one training run of a sweep: ``parent_id`` is the sweep, ``trial_key`` Tune's
+    trial id; never queued, run and fenced by its sweep's worker).
+    """
 
     __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("parent_id", "trial_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="train", index=True)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    trial_key: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     priority: Mapped[int] = mapped_column(Integer, default=0)

@@ -11,6 +11,7 @@ in ``job_events``. ``now`` is a parameter everywhere so tests can drive the cloc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +41,9 @@ class Lease:
     attempt: int
     owner: str
     spec: dict[str, Any]
+    kind: str = "train"
+    cpus: float = 1.0  # what the job reserves on the cluster (a sweep: all its trials at once)
+    gpus: float = 0.0
 
 
 def _event(
@@ -67,18 +71,26 @@ def submit(
     db: Db,
     spec: dict[str, Any],
     *,
+    kind: str = "train",
+    demand: tuple[float, float] | None = None,
+    trials: Sequence[dict[str, Any]] = (),
     priority: int = 0,
     idempotency_key: str | None = None,
     max_attempts: int = 3,
     now: datetime | None = None,
 ) -> tuple[Job, bool]:
-    """Queue a job; returns (job, created). The same idempotency key returns the same job,
-    also under concurrent submits (the unique index decides the race)."""
+    """Queue a job (or a sweep: ``kind="sweep"``); returns (job, created). ``demand`` is
+    the (cpus, gpus) a claim must find free, by default read from ``spec["resources"]``;
+    ``trials`` the job specs of a sweep's trials, added with it (queued, never claimed on
+    their own, keyed "0", "1", ... in plan order).
+    The same idempotency key returns the same job, also under concurrent submits (the
+    unique index decides the race)."""
     now = now or utcnow()
     try:
         with db.begin() as session:
-            cpus, gpus = resource_demand(spec)
+            cpus, gpus = demand or resource_demand(spec)
             job = Job(
+                kind=kind,
                 state=JobState.QUEUED,
                 spec=spec,
                 cpus=cpus,
@@ -92,6 +104,8 @@ def submit(
             session.add(job)
             session.flush()
             _event(session, job.id, None, JobState.QUEUED, 0, "submitted", now)
+            for index, trial_spec in enumerate(trials):
+                _add_trial(session, job, index, trial_spec, now)
         return job, True
     except IntegrityError:
         if idempotency_key is None:
@@ -101,6 +115,30 @@ def submit(
                 select(Job).where(Job.idempotency_key == idempotency_key)
             ).one()
         return existing, False
+
+
+def _add_trial(
+    session: Session, sweep: Job, index: int, spec: dict[str, Any], now: datetime
+) -> None:
+    cpus, gpus = resource_demand(spec)
+    trial = Job(
+        kind="trial",
+        parent_id=sweep.id,
+        trial_key=str(index),
+        state=JobState.QUEUED,
+        spec=spec,
+        priority=sweep.priority,
+        attempt=0,
+        max_attempts=1,
+        cpus=cpus,
+        gpus=gpus,
+        current_epoch=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(trial)
+    session.flush()
+    _event(session, trial.id, None, JobState.QUEUED, 0, f"trial {index} of sweep {sweep.id}", now)
 
 
 def claim(
@@ -121,7 +159,7 @@ def claim(
     with db.begin() as session:
         candidate = (
             select(Job.id)
-            .where(Job.state == JobState.QUEUED, *fits)
+            .where(Job.state == JobState.QUEUED, Job.kind != "trial", *fits)
             .order_by(Job.priority.desc(), Job.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -137,7 +175,7 @@ def claim(
                 lease_expires_at=now + timedelta(seconds=lease_s),
                 updated_at=now,
             )
-            .returning(Job.id, Job.attempt, Job.spec)
+            .returning(Job.id, Job.attempt, Job.spec, Job.kind, Job.cpus, Job.gpus)
             .execution_options(synchronize_session=False)
         ).first()
         if row is None:
@@ -151,7 +189,7 @@ def claim(
             f"claimed by {owner}",
             now,
         )
-        return Lease(job_id=row.id, attempt=row.attempt, owner=owner, spec=row.spec)
+        return Lease(job_id=row.id, attempt=row.attempt, owner=owner, spec=row.spec, kind=row.kind)
 
 
 def fence(lease: Lease) -> tuple[Any, ...]:
@@ -179,6 +217,13 @@ def heartbeat(
             .execution_options(synchronize_session=False)
         ).first()
     return JobState(row.state) if row else None
+
+
+def state_if_ours(db: Db, lease: Lease) -> JobState | None:
+    """The job's state while ``lease`` still holds it, else None; writes nothing."""
+    with db() as session:
+        state = session.scalars(select(Job.state).where(*fence(lease))).first()
+    return JobState(state) if state else None
 
 
 def record_epoch(
@@ -265,6 +310,7 @@ def cancel(db: Db, job_id: int, *, now: datetime | None = None) -> JobState | No
         job.state = target
         job.updated_at = now
         _event(session, job.id, current, target, job.attempt, "cancel requested", now)
+        end_children(session, job.id, "cancel", "its sweep was cancelled", now)
         return target
 
 
@@ -277,7 +323,7 @@ def reap(db: Db, *, now: datetime | None = None) -> list[tuple[int, JobState]]:
     with db.begin() as session:
         expired = session.scalars(
             select(Job)
-            .where(Job.state.in_(_LIVE), Job.lease_expires_at < now)
+            .where(Job.state.in_(_LIVE), Job.kind != "trial", Job.lease_expires_at < now)
             .with_for_update(skip_locked=True)
         ).all()
         for job in expired:
@@ -295,5 +341,41 @@ def reap(db: Db, *, now: datetime | None = None) -> list[tuple[int, JobState]]:
             job.lease_expires_at = None
             job.updated_at = now
             _event(session, job.id, current, target, job.attempt, reason, now)
+            if target != JobState.QUEUED:  # a requeued sweep's next attempt resumes its trials
+                end_children(session, job.id, target, f"its sweep {reason}", now)
             changed.append((job.id, target))
     return changed
+
+
+def end_children(session: Session, parent_id: int, target: str, reason: str, now: datetime) -> None:
+    """End the trials of a sweep with it. Queued ones end cancelled (they never ran).
+    ``target="cancel"``: a running trial goes to cancelling (its loop stops at the next
+    epoch); otherwise a cancelling trial ends cancelled and a running one ``target`` (through
+    cancelling when the target is cancelled)."""
+    children = session.scalars(
+        select(Job)
+        .where(Job.parent_id == parent_id, Job.state.in_((JobState.QUEUED, *_LIVE)))
+        .with_for_update()
+    ).all()
+    for child in children:
+        steps: list[JobState] = []
+        current = JobState(child.state)
+        if current == JobState.QUEUED:
+            steps = [JobState.CANCELLED]
+        elif target == "cancel":
+            steps = [JobState.CANCELLING] if current == JobState.RUNNING else []
+        elif current == JobState.CANCELLING:
+            steps = [JobState.CANCELLED]
+        elif JobState(target) == JobState.CANCELLED and current == JobState.RUNNING:
+            steps = [JobState.CANCELLING, JobState.CANCELLED]
+        else:
+            steps = [JobState(target)]
+        for new in steps:
+            check_transition(current, new)
+            _event(session, child.id, current, new, child.attempt, reason, now)
+            current = new
+        if steps:
+            child.state = current
+            child.updated_at = now
+            if current in TERMINAL:
+                child.owner = None

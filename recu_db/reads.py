@@ -12,10 +12,11 @@ from recu_db.models import Checkpoint, EpochMetric, EpochTelemetry, Job, JobEven
 
 
 def list_jobs(
-    session: Session, *, state: str | None, offset: int, limit: int
+    session: Session, *, state: str | None, offset: int, limit: int, kind: str = "train"
 ) -> tuple[Sequence[Job], int]:
-    """A page of jobs, newest first, and the total matching ``state``."""
-    where = [Job.state == state] if state else []
+    """A page of jobs of ``kind`` (train, sweep or trial), newest first, and the total
+    matching ``state``."""
+    where = [Job.kind == kind, *([Job.state == state] if state else [])]
     total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     rows = session.scalars(
         select(Job).where(*where).order_by(Job.id.desc()).offset(offset).limit(limit)
@@ -84,3 +85,22 @@ def downsample(items: Sequence[Any], max_points: int | None) -> list[Any]:
         return [items[-1]]
     step = (len(items) - 1) / (max_points - 1)
     return [items[round(i * step)] for i in range(max_points)]
+
+
+def children(session: Session, parent_id: int) -> Sequence[Job]:
+    """A sweep's trials in plan order."""
+    return session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.id)).all()
+
+
+def metrics_histories(session: Session, job_ids: Sequence[int]) -> dict[int, list[EpochMetric]]:
+    """Per-epoch metrics of several jobs in one query, each list in epoch order."""
+    out: dict[int, list[EpochMetric]] = {job_id: [] for job_id in job_ids}
+    if job_ids:
+        rows = session.scalars(
+            select(EpochMetric)
+            .where(EpochMetric.job_id.in_(job_ids))
+            .order_by(EpochMetric.job_id, EpochMetric.epoch)
+        )
+        for row in rows:
+            out[row.job_id].append(row)
+    return out

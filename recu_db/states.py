@@ -5,6 +5,9 @@ queued ──claim──▶ running ──finish──▶ succeeded
   │                 │  └──lease expired, attempts left──▶ queued
   │                 └──cancel──▶ cancelling ──worker stops──▶ cancelled
   └──cancel──▶ cancelled
+
+A sweep's trials start running (never queued) and may also end ``stopped``: ended early by
+the sweep's scheduler (ASHA), with the epochs it ran kept.
 """
 
 from __future__ import annotations
@@ -19,19 +22,27 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    STOPPED = "stopped"
 
 
-TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.STOPPED})
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     JobState.RUNNING: frozenset(
-        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLING, JobState.QUEUED}
+        {
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.CANCELLING,
+            JobState.QUEUED,
+            JobState.STOPPED,
+        }
     ),
     JobState.CANCELLING: frozenset({JobState.CANCELLED, JobState.FAILED, JobState.SUCCEEDED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
+    JobState.STOPPED: frozenset(),
 }
 
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from recu_db.migrate import upgrade
 from service.config import ServiceSettings
-from service.routes import checkpoints, health, jobs
+from service.routes import checkpoints, health, jobs, sweeps
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -42,4 +42,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(checkpoints.router)
+    app.include_router(sweeps.router)
     return app

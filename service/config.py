@@ -19,3 +19,4 @@ class ServiceSettings(BaseSettings):
         1, ge=0, description="Upper bound on resources.gpus_per_worker."
     )
     page_size_limit: int = Field(200, ge=1)
+    max_trials_per_sweep: int = Field(256, ge=1, description="Upper bound on a sweep's trials.")

@@ -25,8 +25,10 @@ def get_settings(request: Request) -> ServiceSettings:
 
 
 def get_session(
-    makers: Annotated[sessionmaker[Session], Depends(get_sessionmaker)],
+    makers: Annotated[sessionmaker[Session], Depends(get_read_sessionmaker)],
 ) -> Iterator[Session]:
+    """A read-only session per request (on SQLite it never takes the write lock); every
+    write goes through a ``recu_db`` function in a short transaction of its own."""
     with makers() as session:
         yield session
 

@@ -37,6 +37,8 @@ class JobCreate(TrainConfig):
 
 class JobPublic(BaseModel):
     id: int
+    kind: str = Field(description="train, or trial (one run of a sweep: parent_id).")
+    parent_id: int | None
     state: str
     attempt: int
     max_attempts: int

@@ -22,11 +22,11 @@ from typing import Any
 import ray
 
 from recu_db import queue, results
-from recu_db.demand import resource_demand
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
 from recu_db.states import JobState
 from workers.capacity import Capacity
+from workers.sweep import run_sweep
 from workers.trainer import run_job
 
 
@@ -74,20 +74,28 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
     lease = _claim(db, settings, capacity)
     if lease is None:
         return False
-    with capacity.holding(lease.job_id, resource_demand(lease.spec)):
+    with capacity.holding(lease.job_id, (lease.cpus, lease.gpus)):
         stop = threading.Event()
         beat = threading.Thread(
             target=_heartbeat, args=(db, lease, settings.lease_s, stop), daemon=True
         )
         beat.start()
         try:
-            run_job(
-                lease,
-                database_url=settings.database_url,
-                lease_s=settings.lease_s,
-                runs_dir=settings.runs_dir,
-                max_failures=settings.max_failures,
-            )
+            if lease.kind == "sweep":
+                run_sweep(
+                    lease,
+                    database_url=settings.database_url,
+                    lease_s=settings.lease_s,
+                    runs_dir=settings.runs_dir,
+                )
+            else:
+                run_job(
+                    lease,
+                    database_url=settings.database_url,
+                    lease_s=settings.lease_s,
+                    runs_dir=settings.runs_dir,
+                    max_failures=settings.max_failures,
+                )
             queue.finish(db, lease, JobState.SUCCEEDED)
         except Exception as err:  # the job failed: record why, and go on with the next
             text = "".join(traceback.format_exception(err))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,26 @@ def _latest_checkpoint(database_url: str, job_id: int, workdir: Path) -> Path | 
 
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:
-    lease = Lease(**job["lease"])
+    """Ray Train's per-worker function: ``job`` holds the lease, database URL and lease_s."""
+    run_training(
+        Lease(**job["lease"]),
+        database_url=job["database_url"],
+        lease_s=job["lease_s"],
+        rank=ray.train.get_context().get_world_rank(),
+        report=ray.train.report,
+    )
+
+
+def run_training(
+    lease: Lease,
+    *,
+    database_url: str,
+    lease_s: float,
+    rank: int,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Train the leased job on this process (one rank of it), write rank 0's results to
+    the database and hand each epoch's metrics to ``report`` (Ray Train's or Tune's)."""
     spec = lease.spec
     config = TrainConfig.model_validate(
         {k: v for k, v in spec.items() if k in TrainConfig.model_fields}
@@ -58,41 +78,40 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     config = config.model_copy(update={"device": "cuda" if "GPU" in per_worker else "cpu"})
     torch.set_num_threads(max(1, int(per_worker["CPU"])))  # the CPUs this worker reserved
     every, keep = spec["checkpoint"]["every_epochs"], spec["checkpoint"]["keep"]
-    rank = ray.train.get_context().get_world_rank()
-    engine = make_engine(job["database_url"])
+    engine = make_engine(database_url)
     db = make_sessionmaker(engine)
 
-    def on_epoch(report: EpochReport) -> None:
-        m = report.metrics
+    def on_epoch(epoch_report: EpochReport) -> None:
+        m, epoch = epoch_report.metrics, epoch_report.epoch
         if rank == 0:
             line = (
-                f"epoch {report.epoch}/{report.total_epochs} tau {m['tau']:.4f} lr {m['lr']:.4f} "
+                f"epoch {epoch}/{epoch_report.total_epochs} tau {m['tau']:.4f} lr {m['lr']:.4f} "
                 f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f} "
                 f"test acc {m['test_acc']:.4f} ({m['images_per_s']:.0f} img/s)"
             )
             written = (
-                queue.record_epoch(db, lease, report.epoch, m)
-                and results.record_telemetry(db, lease, report.epoch, report.telemetry)
+                queue.record_epoch(db, lease, epoch, m)
+                and results.record_telemetry(db, lease, epoch, epoch_report.telemetry)
                 and results.append_logs(db, lease, [line])
             )
-            if written and (report.epoch % every == 0 or report.epoch == report.total_epochs):
-                data = checkpoint_to_bytes(report.model, report.optimizer, report.manifest())
+            if written and (epoch % every == 0 or epoch == epoch_report.total_epochs):
+                data = checkpoint_to_bytes(
+                    epoch_report.model, epoch_report.optimizer, epoch_report.manifest()
+                )
                 written = (
-                    results.store_checkpoint(
-                        db, lease, report.epoch, m, io.BytesIO(data), keep=keep
-                    )
+                    results.store_checkpoint(db, lease, epoch, m, io.BytesIO(data), keep=keep)
                     is not None
                 )
-            state = queue.heartbeat(db, lease, lease_s=job["lease_s"])
+            state = queue.heartbeat(db, lease, lease_s=lease_s)
             if not written or state != JobState.RUNNING:
                 raise LeaseLostError(f"job {lease.job_id} is no longer ours to run ({state})")
-        ray.train.report({"epoch": report.epoch, **m})
+        report({**m, "epoch": epoch})
 
-    if rank == 0 and queue.heartbeat(db, lease, lease_s=job["lease_s"]) != JobState.RUNNING:
+    if rank == 0 and queue.heartbeat(db, lease, lease_s=lease_s) != JobState.RUNNING:
         raise LeaseLostError(f"job {lease.job_id} was cancelled or re-claimed before it started")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            resume = _latest_checkpoint(job["database_url"], lease.job_id, Path(tmp))
+            resume = _latest_checkpoint(database_url, lease.job_id, Path(tmp))
             train(config, callbacks=[on_epoch], resume_from=resume)
     finally:
         engine.dispose()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from recu_db.demand import num_workers, per_worker_resources
 from recu_db.queue import Lease
@@ -14,9 +16,18 @@ from workers.train_loop import train_loop_per_worker
 
 
 def run_job(
-    lease: Lease, *, database_url: str, lease_s: float, runs_dir: Path, max_failures: int
+    lease: Lease,
+    *,
+    database_url: str,
+    lease_s: float,
+    runs_dir: Path,
+    max_failures: int,
+    name: str | None = None,
+    callbacks: Sequence[UserCallback] = (),
 ) -> None:
-    """Train the job on Ray Train; returns when it succeeded, raises when it failed."""
+    """Train the job on Ray Train; returns when it succeeded, raises when it failed.
+    ``name`` (default ``job-{id}``) names the run in ``runs_dir``; ``callbacks`` go to the
+    trainer (a sweep's trial passes Tune's report callback)."""
     per_worker = per_worker_resources(lease.spec)
     threads = max(1, int(per_worker["CPU"]))
     trainer = TorchTrainer(
@@ -32,7 +43,8 @@ def run_job(
             resources_per_worker=per_worker,
         ),
         run_config=RunConfig(  # type: ignore[call-arg]  # mypy sees Train V1's RunConfig
-            name=f"job-{lease.job_id}",
+            name=name or f"job-{lease.job_id}",
+            callbacks=list(callbacks),  # type: ignore[arg-type]  # V1 stubs, as above
             storage_path=str(runs_dir.resolve()),
             failure_config=FailureConfig(max_failures=max_failures),
             # torch in each worker uses as many threads as the CPUs it reserved

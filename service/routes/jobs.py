@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from recu_db import queue, reads
 from recu_db.models import Job
 from recu_db.states import JobState
+from service.config import ServiceSettings
 from service.deps import JobDep, SessionDep, SessionMakerDep, SettingsDep
 from service.schemas import (
     CancelResult,
@@ -21,6 +22,7 @@ from service.schemas import (
     JobPage,
     JobPublic,
     LogLinePublic,
+    Resources,
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -29,6 +31,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 def to_public(job: Job, latest: dict[int, dict] | None = None) -> JobPublic:
     return JobPublic(
         id=job.id,
+        kind=job.kind,
+        parent_id=job.parent_id,
         state=job.state,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
@@ -42,37 +46,39 @@ def to_public(job: Job, latest: dict[int, dict] | None = None) -> JobPublic:
     )
 
 
-def _check_limits(body: JobCreate, settings: SettingsDep) -> None:
+def check_resources(
+    resources: Resources, settings: ServiceSettings, loc: tuple[str, ...] = ("body", "resources")
+) -> list[dict[str, Any]]:
+    """422 errors for resources beyond the service's limits (empty when within them)."""
     errors = []
-    if body.resources.num_workers > settings.max_workers_per_job:
+    if resources.num_workers > settings.max_workers_per_job:
         errors.append(
             {
                 "type": "less_than_equal",
-                "loc": ("body", "resources", "num_workers"),
+                "loc": (*loc, "num_workers"),
                 "msg": f"at most {settings.max_workers_per_job} workers per job are allowed",
-                "input": body.resources.num_workers,
+                "input": resources.num_workers,
             }
         )
-    if body.resources.gpus_per_worker > settings.max_gpus_per_worker:
+    if resources.gpus_per_worker > settings.max_gpus_per_worker:
         errors.append(
             {
                 "type": "less_than_equal",
-                "loc": ("body", "resources", "gpus_per_worker"),
+                "loc": (*loc, "gpus_per_worker"),
                 "msg": f"at most {settings.max_gpus_per_worker} GPUs per worker are allowed",
-                "input": body.resources.gpus_per_worker,
+                "input": resources.gpus_per_worker,
             }
         )
-    if body.resources.gpus_per_worker and not body.resources.use_gpu:
+    if resources.gpus_per_worker and not resources.use_gpu:
         errors.append(
             {
                 "type": "value_error",
-                "loc": ("body", "resources", "use_gpu"),
+                "loc": (*loc, "use_gpu"),
                 "msg": "gpus_per_worker > 0 needs use_gpu=true",
-                "input": body.resources.use_gpu,
+                "input": resources.use_gpu,
             }
         )
-    if errors:
-        raise RequestValidationError(errors)
+    return errors
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
@@ -84,7 +90,9 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
     """Queue a training job. The same Idempotency-Key returns the same job (200)."""
-    _check_limits(body, settings)
+    errors = check_resources(body.resources, settings)
+    if errors:
+        raise RequestValidationError(errors)
     spec = body.model_dump(mode="json", exclude={"priority", "max_attempts"})
     job, created = queue.submit(
         makers,
@@ -103,12 +111,14 @@ def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
     state: JobState | None = None,
+    kind: Literal["train", "trial"] = "train",
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobPage:
-    """Jobs, newest first, optionally filtered by state."""
+    """Jobs, newest first, optionally filtered by state; ``kind=trial`` lists sweeps'
+    trials instead of training jobs (sweeps themselves are under /sweeps)."""
     limit = min(limit, settings.page_size_limit)
-    rows, total = reads.list_jobs(session, state=state, offset=offset, limit=limit)
+    rows, total = reads.list_jobs(session, state=state, kind=kind, offset=offset, limit=limit)
     latest = reads.latest_metrics(session, [j.id for j in rows])
     return JobPage(
         items=[to_public(j, latest) for j in rows], total=total, offset=offset, limit=limit

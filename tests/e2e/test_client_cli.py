@@ -6,15 +6,12 @@ import hashlib
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
+from recu_cli.local_service import free_port, local_service
 from recu_cli.main import app
 from recu_db import queue, results
 from recu_db.engine import make_engine, make_sessionmaker
@@ -22,40 +19,14 @@ from recu_db.engine import make_engine, make_sessionmaker
 runner = CliRunner()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """`python -m service` on a free port with its own SQLite file; stopped afterwards."""
-    port = _free_port()
     url = f"sqlite:///{tmp_path / 'api.db'}"
-    env = {**os.environ, "RECU_DATABASE_URL": url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the API did not become ready within 10 s")
+    with local_service(tmp_path / "service", database_url=url, workers=0) as api:
         engine = make_engine(url)
         yield api, make_sessionmaker(engine)
         engine.dispose()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_submit_list_status_logs_cancel_download(server, tmp_path):
@@ -95,7 +66,7 @@ def test_submit_list_status_logs_cancel_download(server, tmp_path):
 
 
 def test_unreachable_service_is_a_clear_error():
-    result = runner.invoke(app, ["jobs", "--api", f"http://127.0.0.1:{_free_port()}"])
+    result = runner.invoke(app, ["jobs", "--api", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 1
     assert "cannot reach the service" in result.output
 

@@ -1,0 +1,183 @@
+"""/sweeps: submit a Ray Tune search over a job spec, follow its trials, cancel it.
+
+A sweep is a queue item (kind "sweep") whose trials are child jobs planned at submit; each
+trial's metrics, telemetry, logs and checkpoints are served by the /jobs and /checkpoints
+endpoints under the trial's id. The best trial is the one whose latest reported ``metric``
+is best by ``mode``; its checkpoint is its newest stored one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm import Session
+
+from recu_db import queue, reads
+from recu_db.demand import resource_demand
+from recu_db.models import Job
+from recu_db.states import JobState
+from service.deps import SessionDep, SessionMakerDep, SettingsDep
+from service.routes.jobs import check_resources
+from service.schemas import CancelResult, CheckpointPublic
+from service.sweep_plan import plan
+from service.sweep_schemas import (
+    BestTrial,
+    SweepCreate,
+    SweepDetail,
+    SweepPage,
+    SweepPublic,
+    TrialPublic,
+)
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+
+def existing_sweep(sweep_id: int, session: SessionDep) -> Job:
+    sweep = session.get(Job, sweep_id)
+    if sweep is None or sweep.kind != "sweep":
+        raise HTTPException(status_code=404, detail=f"no sweep {sweep_id}")
+    return sweep
+
+
+SweepDep = Annotated[Job, Depends(existing_sweep)]
+
+
+def _params(sweep: Job, trial: Job) -> dict[str, Any]:
+    out = {}
+    for path in sweep.spec["space"]:
+        node: Any = trial.spec
+        for key in path.split("."):
+            node = node[key]
+        out[path] = node
+    return out
+
+
+def _best(session: Session, sweep: Job, trials: list[Job]) -> BestTrial | None:
+    metric, sign = sweep.spec["metric"], 1.0 if sweep.spec["mode"] == "max" else -1.0
+    latest = reads.latest_metrics(session, [t.id for t in trials])
+    scored = [(sign * latest[t.id][metric], t) for t in trials if metric in latest.get(t.id, {})]
+    if not scored:
+        return None
+    _, trial = max(scored, key=lambda pair: (pair[0], -pair[1].id))
+    stored = reads.job_checkpoints(session, trial.id)
+    return BestTrial(
+        trial_id=trial.id,
+        index=int(trial.trial_key or 0),
+        value=latest[trial.id][metric],
+        params=_params(sweep, trial),
+        checkpoint=CheckpointPublic.model_validate(stored[-1], from_attributes=True)
+        if stored
+        else None,
+    )
+
+
+def _public(session: Session, sweep: Job) -> tuple[SweepPublic, list[Job]]:
+    trials = list(reads.children(session, sweep.id))
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial.state] = counts.get(trial.state, 0) + 1
+    view = SweepPublic(
+        id=sweep.id,
+        state=sweep.state,
+        attempt=sweep.attempt,
+        max_attempts=sweep.max_attempts,
+        priority=sweep.priority,
+        error=sweep.error,
+        spec=sweep.spec,
+        trial_counts=counts,
+        best=_best(session, sweep, trials),
+        created_at=sweep.created_at,
+        updated_at=sweep.updated_at,
+    )
+    return view, trials
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepDetail)
+def submit_sweep(
+    body: SweepCreate,
+    makers: SessionMakerDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> SweepDetail:
+    """Plan the trials and queue the sweep. The same Idempotency-Key returns the same sweep."""
+    errors = check_resources(body.base.resources, settings, loc=("body", "base", "resources"))
+    trials, plan_errors = plan(body, settings.max_trials_per_sweep)
+    if errors or plan_errors:
+        raise RequestValidationError(errors + plan_errors)
+    spec = body.model_dump(
+        mode="json",
+        exclude={"priority": True, "max_attempts": True, "base": {"priority", "max_attempts"}},
+    )
+    cpus, gpus = resource_demand(trials[0]["spec"])
+    concurrent = min(body.max_concurrent_trials, len(trials))
+    sweep, created = queue.submit(
+        makers,
+        spec,
+        kind="sweep",
+        demand=(cpus * concurrent, gpus * concurrent),
+        trials=[t["spec"] for t in trials],
+        priority=body.priority,
+        idempotency_key=idempotency_key,
+        max_attempts=body.max_attempts,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    with makers() as session:
+        return get_sweep(existing_sweep(sweep.id, session), session)
+
+
+@router.get("", response_model=SweepPage)
+def list_sweeps(
+    session: SessionDep,
+    settings: SettingsDep,
+    state: JobState | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> SweepPage:
+    """Sweeps, newest first, optionally filtered by state."""
+    limit = min(limit, settings.page_size_limit)
+    rows, total = reads.list_jobs(session, state=state, kind="sweep", offset=offset, limit=limit)
+    return SweepPage(
+        items=[_public(session, s)[0] for s in rows], total=total, offset=offset, limit=limit
+    )
+
+
+@router.get("/{sweep_id}", response_model=SweepDetail)
+def get_sweep(
+    sweep: SweepDep,
+    session: SessionDep,
+    max_points: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> SweepDetail:
+    """The sweep, its trials (params, state, per-epoch metrics) and the best trial so far."""
+    view, trials = _public(session, sweep)
+    histories = reads.metrics_histories(session, [t.id for t in trials])
+    return SweepDetail(
+        **view.model_dump(),
+        trials=[
+            TrialPublic(
+                id=t.id,
+                index=int(t.trial_key or 0),
+                state=t.state,
+                attempt=t.attempt,
+                current_epoch=t.current_epoch,
+                error=t.error,
+                params=_params(sweep, t),
+                metrics=[
+                    {"epoch": m.epoch, **m.metrics}
+                    for m in reads.downsample(histories[t.id], max_points)
+                ],
+            )
+            for t in trials
+        ],
+    )
+
+
+@router.post("/{sweep_id}/cancel", response_model=CancelResult)
+def cancel_sweep(sweep: SweepDep, makers: SessionMakerDep) -> CancelResult:
+    """queued -> cancelled with its trials; running -> cancelling: its worker stops every
+    running trial and ends it cancelled."""
+    state = queue.cancel(makers, sweep.id)
+    return CancelResult(id=sweep.id, state=state or sweep.state)

@@ -1,0 +1,144 @@
+"""POST /sweeps bodies and the sweep views: a base job spec plus a search space.
+
+A dimension is one of: ``{"kind": "grid", "values": [...]}`` (every value, crossed with
+the other grids), ``{"kind": "choice", "values": [...]}`` (one at random per trial),
+``{"kind": "uniform", "low": a, "high": b}`` and ``{"kind": "loguniform", ...}`` (log-scale,
+a > 0). Trials = product of the grids x ``num_samples``, as in Ray Tune's variant generator.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.schemas import CheckpointPublic, JobCreate
+
+#: Fields a sweep may search, as dotted paths into the job spec.
+SEARCHABLE = (
+    "tau.tau_s",
+    "tau.tau_e",
+    "tau.kind",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "optimizer.momentum",
+    "optimizer.name",
+    "binary_options.activation_ste",
+    "binary_options.clamp",
+    "binary_options.standardize",
+    "batch_size",
+    "seed",
+)
+METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Grid(_Strict):
+    kind: Literal["grid"]
+    values: list[Any] = Field(min_length=1, max_length=1000)
+
+
+class Choice(_Strict):
+    kind: Literal["choice"]
+    values: list[Any] = Field(min_length=1, max_length=1000)
+
+
+class Uniform(_Strict):
+    kind: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> Self:
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class LogUniform(Uniform):
+    kind: Literal["loguniform"]  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _positive(self) -> Self:
+        if self.low <= 0:
+            raise ValueError(f"a log-uniform range needs low > 0, got {self.low}")
+        return self
+
+
+Dimension = Annotated[Grid | Choice | Uniform | LogUniform, Field(discriminator="kind")]
+
+
+class Scheduler(_Strict):
+    kind: Literal["asha", "none"] = Field(
+        "asha", description="asha: stop poor trials early (Ray Tune's ASHA); none: run all."
+    )
+    grace_period: int = Field(1, ge=1, description="Epochs every trial runs before a stop.")
+    reduction_factor: float = Field(3.0, gt=1.0, le=100.0)
+
+
+class SweepCreate(_Strict):
+    """POST /sweeps: the job every trial starts from, what to search, and how."""
+
+    base: JobCreate = Field(description="The job spec of every trial (as for POST /jobs).")
+    space: dict[str, Dimension] = Field(
+        min_length=1, description=f"Searched fields: {', '.join(SEARCHABLE)}."
+    )
+    num_samples: int = Field(1, ge=1, le=1000, description="Samples per grid point.")
+    search: Literal["random", "grid"] = Field(
+        "random", description="random: sample choice/uniform dimensions; grid: grids only."
+    )
+    scheduler: Scheduler = Scheduler()
+    metric: Literal["test_acc", "test_loss", "train_acc", "train_loss"] = "test_acc"
+    mode: Literal["max", "min"] = "max"
+    max_concurrent_trials: int = Field(1, ge=1, le=256)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random search.")
+    priority: int = Field(0, ge=-1000, le=1000)
+    max_attempts: int = Field(3, ge=1, le=100)
+
+
+class TrialPublic(BaseModel):
+    id: int
+    index: int
+    state: str
+    attempt: int
+    current_epoch: int
+    error: str | None
+    params: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+
+class BestTrial(BaseModel):
+    trial_id: int
+    index: int
+    value: float
+    params: dict[str, Any]
+    checkpoint: CheckpointPublic | None
+
+
+class SweepPublic(BaseModel):
+    id: int
+    state: str
+    attempt: int
+    max_attempts: int
+    priority: int
+    error: str | None
+    spec: dict[str, Any]
+    trial_counts: dict[str, int]
+    best: BestTrial | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SweepDetail(SweepPublic):
+    trials: list[TrialPublic]
+
+
+class SweepPage(BaseModel):
+    items: list[SweepPublic]
+    total: int
+    offset: int
+    limit: int

@@ -1,0 +1,180 @@
+"""A sweep on Ray Tune: one Tune trial per planned, unfinished trial row.
+
+Trials were planned at submit (``service.sweep_plan``); Tune runs them as a grid over their
+keys, so a re-claimed sweep runs only the trials that have not ended, each resuming from
+its newest stored checkpoint, and finished trials are never re-run. A trial with one
+worker trains directly inside its Tune actor (no nested trainer to start: seconds saved
+per trial); a trial with several builds a ``TorchTrainer`` whose reports reach Tune
+through ``TuneReportCallback`` (the Train-inside-Tune pattern). ASHA stops poor trials by
+the reported ``epoch``; a stopped trial ends ``stopped`` with the epochs it ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from recu_db import queue, reads, results
+from recu_db.demand import num_workers, per_worker_resources
+from recu_db.engine import make_engine, make_sessionmaker
+from recu_db.queue import Lease
+from recu_db.states import TERMINAL, JobState
+from recu_db.trials import end_open_trials, end_trial, start_trial
+from workers.train_loop import run_training
+from workers.trainer import run_job
+
+
+class _Db:
+    """A lazily opened database handle that pickles as its URL (Tune pickles callbacks)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._db: queue.Db | None = None
+
+    def __call__(self) -> queue.Db:
+        if self._db is None:
+            self._db = make_sessionmaker(make_engine(self.database_url))
+        return self._db
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"database_url": self.database_url, "_db": None}
+
+
+class StopWhenSweepEnds(tune.Stopper):
+    """Stops every trial once the sweep is no longer running (cancelled, re-claimed)."""
+
+    def __init__(self, database_url: str, sweep: Lease, every_s: float = 1.0) -> None:
+        self.db, self.sweep, self.every_s = _Db(database_url), sweep, every_s
+        self._checked, self._stop = 0.0, False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        if not self._stop and time.monotonic() - self._checked >= self.every_s:
+            self._checked = time.monotonic()
+            self._stop = queue.state_if_ours(self.db(), self.sweep) != JobState.RUNNING
+        return self._stop
+
+
+class RecordTrialEnds(tune.Callback):
+    """Ends a trial row the trial itself could not: stopped by the scheduler, or its actor
+    died. A trial that ended on its own is left as it recorded itself."""
+
+    def __init__(self, database_url: str, sweep: Lease) -> None:
+        self.db, self.sweep = _Db(database_url), sweep
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        epoch = (trial.last_result or {}).get("epoch", 0)
+        reason = f"stopped early by the sweep's scheduler after epoch {epoch}"
+        end_trial(self.db(), self.sweep, str(trial.config["trial"]), JobState.STOPPED, reason)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        error = f"trial actor failed: {trial.error_file or 'see the Ray logs'}"
+        end_trial(
+            self.db(), self.sweep, str(trial.config["trial"]), JobState.FAILED, error, error=error
+        )
+
+
+def run_trial(
+    config: dict[str, Any],
+    *,
+    sweep: dict[str, Any],
+    database_url: str,
+    lease_s: float,
+    runs_dir: str,
+) -> None:
+    """The Tune trainable: start the planned trial under the sweep's lease and train it."""
+    sweep_lease = Lease(**sweep)
+    db = make_sessionmaker(make_engine(database_url))
+    lease = start_trial(db, sweep_lease, str(config["trial"]))
+    if lease is None:  # ended already, or the sweep is no longer ours
+        return
+    try:
+        if num_workers(lease.spec) == 1:
+            run_training(
+                lease, database_url=database_url, lease_s=lease_s, rank=0, report=tune.report
+            )
+        else:
+            run_job(
+                lease,
+                database_url=database_url,
+                lease_s=lease_s,
+                runs_dir=Path(runs_dir),
+                max_failures=0,
+                name=f"sweep-{sweep_lease.job_id}-trial-{config['trial']}-{lease.attempt}",
+                callbacks=[TuneReportCallback()],
+            )
+        queue.finish(db, lease, JobState.SUCCEEDED)
+    except Exception as err:  # recorded on the trial; Tune records it too and goes on
+        results.append_logs(db, lease, "".join(traceback.format_exception(err)).splitlines())
+        queue.finish(db, lease, JobState.FAILED, error=f"{type(err).__name__}: {err}")
+        raise
+
+
+def _scheduler(spec: dict[str, Any], epochs: int) -> TrialScheduler:
+    options = spec["scheduler"]
+    if options["kind"] == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=epochs,
+        grace_period=min(options["grace_period"], epochs),
+        reduction_factor=options["reduction_factor"],
+    )
+
+
+def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: Path) -> None:
+    """Run the sweep's unfinished trials on Tune; returns when the sweep ended (cancelled
+    included), raises when every trial failed."""
+    db = make_sessionmaker(make_engine(database_url))
+    spec = lease.spec
+    with db() as session:
+        rows = list(reads.children(session, lease.job_id))
+    pending = [r.trial_key for r in rows if JobState(r.state) not in TERMINAL]
+    if pending:
+        first = rows[0].spec
+        one = per_worker_resources(first)
+        resources: dict[str, float] = (
+            {k.lower(): v for k, v in one.items()} if num_workers(first) == 1 else {"cpu": 0}
+        )
+        trainable = tune.with_parameters(
+            run_trial,
+            sweep=dataclasses.asdict(lease),
+            database_url=database_url,
+            lease_s=lease_s,
+            runs_dir=str(runs_dir.resolve()),
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            param_space={"trial": tune.grid_search(pending)},
+            tune_config=tune.TuneConfig(
+                metric=spec["metric"],
+                mode=spec["mode"],
+                scheduler=_scheduler(spec, first["epochs"]),
+                max_concurrent_trials=spec["max_concurrent_trials"],
+            ),
+            run_config=tune.RunConfig(
+                name=f"sweep-{lease.job_id}-attempt-{lease.attempt}",
+                storage_path=str(runs_dir.resolve()),
+                stop=StopWhenSweepEnds(database_url, lease),
+                callbacks=[RecordTrialEnds(database_url, lease)],
+                failure_config=tune.FailureConfig(max_failures=0),  # a failed trial stays failed
+                verbose=0,
+            ),
+        )
+        tuner.fit()
+    cancelled = queue.state_if_ours(db, lease) == JobState.CANCELLING
+    target = JobState.CANCELLED if cancelled else JobState.STOPPED
+    end_open_trials(db, lease, target, "the sweep ended")
+    with db() as session:
+        ended = [JobState(r.state) for r in reads.children(session, lease.job_id)]
+    if not cancelled and ended and all(s == JobState.FAILED for s in ended):
+        raise RuntimeError(f"every one of the {len(ended)} trials failed; see their logs")
