@@ -52,14 +52,15 @@ def end_trial(
     db: Db,
     sweep: Lease,
     key: str,
-    target: JobState,
+    target: JobState | None,
     reason: str,
     *,
     error: str | None = None,
     now: datetime | None = None,
 ) -> bool:
     """End one trial still live under this sweep's lease (the scheduler stopped it, or its
-    actor died); False, writing nothing, when it already ended or the lease is stale."""
+    actor died); False, writing nothing, when it already ended or the lease is stale.
+    ``target=None``: succeeded when it recorded all its epochs, else stopped (early)."""
     now = now or utcnow()
     with db.begin() as session:
         if session.scalars(select(Job.id).where(*fence(sweep))).first() is None:
@@ -77,6 +78,10 @@ def end_trial(
         if trial is None:
             return False
         current = JobState(trial.state)
+        if target is None:
+            done = trial.current_epoch >= trial.spec["epochs"]
+            target = JobState.SUCCEEDED if done else JobState.STOPPED
+            reason = reason if target == JobState.STOPPED else "ran all its epochs"
         final = JobState.CANCELLED if current == JobState.CANCELLING else target
         trial.state, trial.owner, trial.error, trial.updated_at = final, None, error, now
         _event(session, trial.id, current, final, trial.attempt, reason, now)

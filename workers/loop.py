@@ -133,6 +133,8 @@ def serve(
     nothing it could claim is queued and none of its jobs runs; ``stopping`` ends it after
     the running jobs."""
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    # a sweep's results live in the database: no Tune CSV/JSON/TensorBoard files per trial
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if not ray.is_initialized():
         ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False)
     stopping = stopping or threading.Event()

@@ -65,16 +65,19 @@ class StopWhenSweepEnds(tune.Stopper):
 
 
 class RecordTrialEnds(tune.Callback):
-    """Ends a trial row the trial itself could not: stopped by the scheduler, or its actor
-    died. A trial that ended on its own is left as it recorded itself."""
+    """Ends a trial row the trial itself could not: stopped by the scheduler (Tune ends the
+    trial function inside its report call), or its actor died. A trial that ended on its
+    own is left as it recorded itself."""
 
     def __init__(self, database_url: str, sweep: Lease) -> None:
         self.db, self.sweep = _Db(database_url), sweep
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # the scheduler also stops a trial at its last epoch (ASHA's max_t), before the
+        # trial function could record it succeeded: end_trial tells the two apart
         epoch = (trial.last_result or {}).get("epoch", 0)
         reason = f"stopped early by the sweep's scheduler after epoch {epoch}"
-        end_trial(self.db(), self.sweep, str(trial.config["trial"]), JobState.STOPPED, reason)
+        end_trial(self.db(), self.sweep, str(trial.config["trial"]), None, reason)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         error = f"trial actor failed: {trial.error_file or 'see the Ray logs'}"
@@ -142,8 +145,12 @@ def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: Path
     if pending:
         first = rows[0].spec
         one = per_worker_resources(first)
+        # A one-worker trial trains in its Tune actor, which reserves that worker's CPUs
+        # and GPUs. A multi-worker trial's actor only drives a TorchTrainer, whose workers
+        # reserve the resources; Tune refuses an empty request, so the driver asks for one
+        # byte of memory instead of the 1 CPU default that could starve its own workers.
         resources: dict[str, float] = (
-            {k.lower(): v for k, v in one.items()} if num_workers(first) == 1 else {"cpu": 0}
+            {k.lower(): v for k, v in one.items()} if num_workers(first) == 1 else {"memory": 1}
         )
         trainable = tune.with_parameters(
             run_trial,

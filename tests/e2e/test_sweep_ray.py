@@ -1,0 +1,180 @@
+"""Sweeps on real Ray Tune (local instance, CPU): trials planned by the API, run by the
+queue worker, ASHA stopping poor trials, histories and checkpoints in the database."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from recu_core.config import DatasetConfig  # noqa: E402
+from recu_core.data import load_dataset  # noqa: E402
+from recu_core.train import evaluate_accuracy, load_trained_model  # noqa: E402
+from service.app import create_app  # noqa: E402
+from service.config import ServiceSettings  # noqa: E402
+from workers.loop import WorkerSettings, serve  # noqa: E402
+
+DIGITS = {"name": "digits", "num_train": 1024, "num_test": 256}
+BASE = {
+    "dataset": DIGITS,
+    "batch_size": 64,
+    "epochs": 3,
+    "kernels": "eager",
+    "checkpoint": {"every_epochs": 1, "keep": 1},
+}
+PAPER = {
+    "tau.tau_s": {"kind": "uniform", "low": 0.85, "high": 0.94},
+    "tau.tau_e": {"kind": "uniform", "low": 0.96, "high": 0.999},
+}
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def service(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    with TestClient(create_app(ServiceSettings(database_url=url))) as client:
+        yield client, WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30)
+
+
+def _ray_cpus_all_free() -> bool:
+    for _ in range(100):
+        if ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sweep_runs_its_trials_asha_stops_the_poor_ones_best_checkpoint_evaluates(
+    service, local_ray, tmp_path
+):
+    client, settings = service
+    body = {
+        "base": BASE,
+        # a hopeless learning rate in half the trials gives ASHA something to stop
+        "space": {**PAPER, "optimizer.lr": {"kind": "grid", "values": [0.05, 1e-5]}},
+        "num_samples": 2,
+        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+    }
+    sweep = client.post("/sweeps", json=body).json()
+    assert len(sweep["trials"]) == 4
+
+    serve(settings, exit_when_idle=True)
+
+    view = client.get(f"/sweeps/{sweep['id']}").json()
+    assert view["state"] == "succeeded", (view["error"], [t["error"] for t in view["trials"]])
+    states = [t["state"] for t in view["trials"]]
+    assert set(states) <= {"succeeded", "stopped"}, view["trials"]
+    assert "stopped" in states
+    assert "succeeded" in states
+    for trial in view["trials"]:  # every epoch a trial ran is recorded, in order, once
+        epochs = [m["epoch"] for m in trial["metrics"]]
+        assert epochs == list(range(1, trial["current_epoch"] + 1))
+        assert len(epochs) == (3 if trial["state"] == "succeeded" else len(epochs))
+        assert trial["current_epoch"] >= 1
+    stopped = [t for t in view["trials"] if t["state"] == "stopped"]
+    assert all(t["current_epoch"] < 3 for t in stopped)
+
+    best = view["best"]
+    finals = {t["id"]: t["metrics"][-1]["test_acc"] for t in view["trials"]}
+    assert best["value"] == max(finals.values())
+    assert best["params"]["optimizer.lr"] == 0.05
+    ckpt = best["checkpoint"]
+    data = client.get(f"/checkpoints/{ckpt['id']}/download")
+    assert data.headers["etag"].strip('"') == ckpt["sha256"]
+    path = tmp_path / "best.safetensors"
+    path.write_bytes(data.content)
+    model = load_trained_model(path, expected_sha256=ckpt["sha256"])
+    accuracy = evaluate_accuracy(model, load_dataset(DatasetConfig(**DIGITS)), device="cpu")
+    assert accuracy == pytest.approx(ckpt["metrics"]["test_acc"], abs=1e-9)
+    assert _ray_cpus_all_free()
+
+
+def test_cancel_mid_sweep_ends_every_trial_and_frees_ray(service, local_ray):
+    client, settings = service
+    body = {"base": {**BASE, "epochs": 40}, "space": PAPER, "num_samples": 4}
+    sweep = client.post("/sweeps", json=body).json()
+    runner = threading.Thread(target=serve, args=(settings,), kwargs={"exit_when_idle": True})
+    runner.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the first trial really trains
+        trials = client.get(f"/sweeps/{sweep['id']}").json()["trials"]
+        if trials[0]["metrics"]:
+            break
+        time.sleep(0.2)
+    assert client.post(f"/sweeps/{sweep['id']}/cancel").json()["state"] == "cancelling"
+    runner.join(timeout=180)
+    assert not runner.is_alive()
+    view = client.get(f"/sweeps/{sweep['id']}").json()
+    assert view["state"] == "cancelled"
+    assert view["trial_counts"] == {"cancelled": 4}
+    assert view["trials"][0]["current_epoch"] < 40
+    assert _ray_cpus_all_free()
+
+
+def test_multi_worker_trials_run_as_ray_train_inside_tune(service, local_ray):
+    client, settings = service
+    body = {
+        "base": {**BASE, "epochs": 1, "resources": {"num_workers": 2}},
+        "search": "grid",
+        "space": {"tau.tau_s": {"kind": "grid", "values": [0.9]}},
+        "scheduler": {"kind": "none"},
+    }
+    sweep = client.post("/sweeps", json=body).json()
+    serve(settings, exit_when_idle=True)
+    view = client.get(f"/sweeps/{sweep['id']}").json()
+    assert view["state"] == "succeeded", (view["error"], [t["error"] for t in view["trials"]])
+    assert [t["state"] for t in view["trials"]] == ["succeeded"]
+    assert all(len(t["metrics"]) == 1 for t in view["trials"])
+    assert _ray_cpus_all_free()
+
+
+def test_a_reclaimed_sweep_runs_only_its_unfinished_trials(service, local_ray):
+    """A worker died mid-sweep: trial 0 had finished, trial 1 was running. The sweep is
+    requeued by the reaper; the next worker re-runs neither, finishing 1 and running 2."""
+    from datetime import timedelta
+
+    from recu_db import queue
+    from recu_db.engine import make_engine, make_sessionmaker
+    from recu_db.states import JobState
+    from recu_db.trials import start_trial
+
+    client, settings = service
+    body = {
+        "base": {**BASE, "epochs": 2},
+        "space": PAPER,
+        "num_samples": 3,
+        "scheduler": {"kind": "none"},
+    }
+    sweep = client.post("/sweeps", json=body).json()
+    db = make_sessionmaker(make_engine(settings.database_url))
+    dead = queue.claim(db, "dead-worker", lease_s=30)
+    finished = start_trial(db, dead, "0")
+    queue.record_epoch(db, finished, 1, {"test_acc": 0.5, "epoch": 1})
+    queue.record_epoch(db, finished, 2, {"test_acc": 0.6, "epoch": 2})
+    queue.finish(db, finished, JobState.SUCCEEDED)
+    interrupted = start_trial(db, dead, "1")
+    queue.record_epoch(db, interrupted, 1, {"test_acc": 0.1, "epoch": 1})
+    assert queue.reap(db, now=queue.utcnow() + timedelta(minutes=5)) == [(sweep["id"], "queued")]
+
+    serve(settings, exit_when_idle=True)
+
+    view = client.get(f"/sweeps/{sweep['id']}").json()
+    assert view["state"] == "succeeded", (view["error"], [t["error"] for t in view["trials"]])
+    assert view["attempt"] == 2
+    first, second, third = view["trials"]
+    assert (first["state"], first["attempt"]) == ("succeeded", 1)  # not re-run
+    assert [m["test_acc"] for m in first["metrics"]] == [0.5, 0.6]
+    assert (second["state"], second["attempt"]) == ("succeeded", 2)  # taken over
+    assert [m["epoch"] for m in second["metrics"]] == [1, 2]
+    assert (third["state"], third["attempt"]) == ("succeeded", 1)
