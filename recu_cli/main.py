@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from recu_cli import client
+from recu_cli import client, sweep_client
 from recu_core.cli import app
 
 for command in (
@@ -15,8 +15,12 @@ for command in (
     client.logs,
     client.cancel,
     client.download,
+    sweep_client.sweep,
+    sweep_client.sweeps,
 ):
     app.command()(command)
+app.command("sweep-status")(sweep_client.sweep_status)
+app.command("sweep-cancel")(sweep_client.sweep_cancel)
 
 
 @app.command()

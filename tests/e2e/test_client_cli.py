@@ -87,3 +87,49 @@ def test_twenty_concurrent_submits_with_one_idempotency_key_make_one_job(server)
     assert {job_id for _, job_id in answers} == {1}
     assert sorted(code for code, _ in answers) == [200] * 19 + [201]
     assert httpx.get(f"{api}/jobs").json()["total"] == 1
+
+
+def test_sweep_commands_submit_list_follow_and_cancel(server):
+    from recu_db.states import JobState
+    from recu_db.trials import end_open_trials, start_trial
+
+    api, db = server
+    submitted = runner.invoke(
+        app,
+        [
+            *("sweep", "--epochs", "2", "--samples", "2", "--api", api),
+            *("--space", "tau.tau_s=uniform:0.85:0.9", "--space", "optimizer.lr=grid:0.05,0.1"),
+        ],
+    )
+    assert submitted.exit_code == 0, submitted.output
+    assert "sweep 1 queued: 4 trials" in submitted.output
+    paper = runner.invoke(app, ["sweep", "--epochs", "2", "--samples", "3", "--api", api])
+    assert "sweep 6 queued: 3 trials" in paper.output  # the paper's tau ranges by default
+    assert httpx.get(f"{api}/sweeps/6").json()["spec"]["space"]["tau.tau_e"]["low"] == 0.96
+
+    rejected = runner.invoke(app, ["sweep", "--space", "model=grid:resnet18", "--api", api])
+    assert rejected.exit_code == 2
+    assert "space.model: cannot search 'model'" in rejected.output
+    malformed = runner.invoke(app, ["sweep", "--space", "tau.tau_s=normal:0.9", "--api", api])
+    assert malformed.exit_code == 2
+    assert "unknown kind 'normal'" in malformed.output
+
+    listing = runner.invoke(app, ["sweeps", "--api", api])
+    assert "2 sweep(s)" in listing.output
+    assert "4 queued" in listing.output
+
+    # the sweep runs one trial to the end and is finished: the live view shows the best
+    lease = queue.claim(db, "w", lease_s=30)
+    trial = start_trial(db, lease, "1")
+    queue.record_epoch(db, trial, 1, {"test_acc": 0.5})
+    queue.record_epoch(db, trial, 2, {"test_acc": 0.75})
+    queue.finish(db, trial, JobState.SUCCEEDED)
+    end_open_trials(db, lease, JobState.STOPPED, "the sweep ended")
+    queue.finish(db, lease, JobState.SUCCEEDED)
+    followed = runner.invoke(app, ["sweep-status", "1", "--wait", "--api", api])
+    assert followed.exit_code == 0, followed.output
+    assert "succeeded: 3 cancelled, 1 succeeded; best trial 1 (test_acc 0.7500)" in followed.output
+    assert "2/2" in followed.output
+
+    cancelled = runner.invoke(app, ["sweep-cancel", "6", "--api", api])
+    assert "sweep 6 cancelled" in cancelled.output

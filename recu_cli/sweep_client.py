@@ -1,0 +1,220 @@
+"""Sweep commands of the client: submit a Ray Tune sweep, follow it as a live table, list,
+cancel. HTTP only (``RECU_API_URL``).
+
+A searched field is given as ``PATH=KIND:ARGS``: ``tau.tau_s=uniform:0.85:0.94``,
+``optimizer.lr=loguniform:0.01:0.3``, ``tau.tau_e=grid:0.97,0.99``,
+``binary_options.clamp=choice:true,false``. Without any, the paper's advice is searched:
+tau_s in [0.85, 0.94], tau_e in [0.96, 0.999].
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from recu_cli.client import DEFAULT_API, ApiOption, _check, _client, _fail_connect, console
+
+PAPER_SPACE = {
+    "tau.tau_s": {"kind": "uniform", "low": 0.85, "high": 0.94},
+    "tau.tau_e": {"kind": "uniform", "low": 0.96, "high": 0.999},
+}
+SWEEP_TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_dimension(text: str) -> tuple[str, dict[str, Any]]:
+    """``PATH=KIND:ARGS`` -> (path, dimension); BadParameter naming the allowed forms."""
+    path, sep, rest = text.partition("=")
+    kind, _, args = rest.partition(":")
+    forms = "PATH=uniform:LOW:HIGH, PATH=loguniform:LOW:HIGH, PATH=grid:V1,V2, PATH=choice:V1,V2"
+    if not sep or not path:
+        raise typer.BadParameter(f"{text!r}: expected one of {forms}")
+    if kind in ("uniform", "loguniform"):
+        low, _, high = args.partition(":")
+        try:
+            return path, {"kind": kind, "low": float(low), "high": float(high)}
+        except ValueError:
+            raise typer.BadParameter(f"{text!r}: {kind} needs LOW:HIGH numbers") from None
+    if kind in ("grid", "choice"):
+        return path, {"kind": kind, "values": [_value(v) for v in args.split(",") if v]}
+    raise typer.BadParameter(f"{text!r}: unknown kind {kind!r}; expected one of {forms}")
+
+
+def _table(sweep: dict[str, Any]) -> Group:
+    metric = sweep["spec"]["metric"]
+    epochs = sweep["spec"]["base"]["epochs"]
+    table = Table("trial", "state", "params", "epoch", metric, title=f"sweep {sweep['id']}")
+    best_id = (sweep["best"] or {}).get("trial_id")
+    for trial in sweep["trials"]:
+        value = trial["metrics"][-1].get(metric) if trial["metrics"] else None
+        params = ", ".join(
+            f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+            for k, v in trial["params"].items()
+        )
+        table.add_row(
+            f"{trial['index']}{' *' if trial['id'] == best_id else ''}",
+            trial["state"],
+            params,
+            f"{trial['current_epoch']}/{epochs}",
+            "" if value is None else f"{value:.4f}",
+        )
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(sweep["trial_counts"].items()))
+    best = sweep["best"]
+    line = f"{sweep['state']}: {counts}" + (
+        f"; best trial {best['index']} ({metric} {best['value']:.4f})" if best else ""
+    )
+    return Group(table, line)
+
+
+def sweep(
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="A JSON sweep body (POST /sweeps); the options below override it."),
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="A JSON job spec for every trial (POST /jobs body).")
+    ] = None,
+    search_space: Annotated[
+        list[str] | None,
+        typer.Option("--space", help="A searched field, PATH=KIND:ARGS; repeat for several."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="The trials' model.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="The trials' dataset name.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Samples per grid point.")] = None,
+    search: Annotated[str | None, typer.Option(help="random or grid.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="asha or none.")] = None,
+    metric: Annotated[str | None, typer.Option(help="test_acc, test_loss, ...")] = None,
+    mode: Annotated[str | None, typer.Option(help="max or min.")] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="Trials at once.")] = None,
+    workers: Annotated[int | None, typer.Option(help="DDP workers per trial.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the sweep with a live table.")] = False,
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """Submit a sweep of trials over the tau schedule (and more); --wait follows it live."""
+    body: dict[str, Any] = json.loads(spec.read_text()) if spec else {}
+    trial = body.setdefault("base", {})
+    if base:
+        trial.update(json.loads(base.read_text()))
+    if model:
+        trial["model"] = model
+    if dataset:
+        trial["dataset"] = {**trial.get("dataset", {}), "name": dataset}
+    if epochs is not None:
+        trial["epochs"] = epochs
+    if workers is not None:
+        trial.setdefault("resources", {})["num_workers"] = workers
+    if search_space:
+        body["space"] = dict(parse_dimension(s) for s in search_space)
+    body.setdefault("space", PAPER_SPACE)
+    options = {
+        "num_samples": samples,
+        "search": search,
+        "metric": metric,
+        "mode": mode,
+        "max_concurrent_trials": max_concurrent,
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
+    if scheduler:
+        body["scheduler"] = {**body.get("scheduler", {}), "kind": scheduler}
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    try:
+        with _client(api) as client:
+            created = _check(client.post("/sweeps", json=body, headers=headers))
+            console.print(
+                f"sweep {created['id']} {created['state']}: {len(created['trials'])} trials"
+            )
+            if wait:
+                _follow(client, created["id"])
+    except httpx.HTTPError as err:
+        raise _fail_connect(api, err) from None
+
+
+def _follow(client: httpx.Client, sweep_id: int, poll_s: float = 1.0) -> None:
+    params = {"max_points": 1}  # the table needs each trial's latest epoch only
+    view = _check(client.get(f"/sweeps/{sweep_id}", params=params))
+    with Live(_table(view), console=console, refresh_per_second=4) as live:
+        while view["state"] not in SWEEP_TERMINAL:
+            time.sleep(poll_s)
+            view = _check(client.get(f"/sweeps/{sweep_id}", params=params))
+            live.update(_table(view))
+    if view["state"] != "succeeded":
+        console.print(
+            f"sweep {sweep_id} {view['state']}" + (f": {view['error']}" if view["error"] else "")
+        )
+        raise typer.Exit(code=1)
+    best = view["best"]
+    if best and best["checkpoint"]:
+        console.print(
+            f"best: trial {best['index']} {best['params']}; "
+            f"download with: recu download {best['checkpoint']['id']} -o best.safetensors"
+        )
+
+
+def sweeps(
+    state: Annotated[str | None, typer.Option(help="Only sweeps in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """List sweeps, newest first, with their trial counts and best trial."""
+    params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
+    try:
+        with _client(api) as client:
+            page = _check(client.get("/sweeps", params=params))
+    except httpx.HTTPError as err:
+        raise _fail_connect(api, err) from None
+    table = Table("id", "state", "searched", "trials", "best")
+    for item in page["items"]:
+        best = item["best"]
+        table.add_row(
+            str(item["id"]),
+            item["state"],
+            ", ".join(item["spec"]["space"]),
+            ", ".join(f"{n} {s}" for s, n in sorted(item["trial_counts"].items())),
+            "" if not best else f"trial {best['index']}: {best['value']:.4f}",
+        )
+    console.print(table)
+    console.print(f"{page['total']} sweep(s)")
+
+
+def sweep_status(
+    sweep_id: int,
+    wait: Annotated[bool, typer.Option(help="Follow it until it ends.")] = False,
+    api: ApiOption = DEFAULT_API,
+) -> None:
+    """One sweep as a table of its trials; --wait follows it live."""
+    try:
+        with _client(api) as client:
+            if wait:
+                _follow(client, sweep_id)
+            else:
+                console.print(
+                    _table(_check(client.get(f"/sweeps/{sweep_id}", params={"max_points": 1})))
+                )
+    except httpx.HTTPError as err:
+        raise _fail_connect(api, err) from None
+
+
+def sweep_cancel(sweep_id: int, api: ApiOption = DEFAULT_API) -> None:
+    """Cancel a sweep and every trial of it."""
+    try:
+        with _client(api) as client:
+            result = _check(client.post(f"/sweeps/{sweep_id}/cancel"))
+    except httpx.HTTPError as err:
+        raise _fail_connect(api, err) from None
+    console.print(f"sweep {result['id']} {result['state']}")
