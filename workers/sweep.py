@@ -12,6 +12,7 @@ the reported ``epoch``; a stopped trial ends ``stopped`` with the epochs it ran.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import traceback
 from pathlib import Path
@@ -122,6 +123,11 @@ def run_trial(
         raise
 
 
+def trial_name(sweep_id: int, trial: Any) -> str:
+    """Tune's name and directory of a trial: ``sweep-{id}-trial-{index}``."""
+    return f"sweep-{sweep_id}-trial-{trial.config['trial']}"
+
+
 def _scheduler(spec: dict[str, Any], epochs: int) -> TrialScheduler:
     options = spec["scheduler"]
     if options["kind"] == "none":
@@ -167,6 +173,8 @@ def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: Path
                 mode=spec["mode"],
                 scheduler=_scheduler(spec, first["epochs"]),
                 max_concurrent_trials=spec["max_concurrent_trials"],
+                trial_name_creator=functools.partial(trial_name, lease.job_id),
+                trial_dirname_creator=functools.partial(trial_name, lease.job_id),
             ),
             run_config=tune.RunConfig(
                 name=f"sweep-{lease.job_id}-attempt-{lease.attempt}",

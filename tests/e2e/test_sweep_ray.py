@@ -178,3 +178,22 @@ def test_a_reclaimed_sweep_runs_only_its_unfinished_trials(service, local_ray):
     assert (second["state"], second["attempt"]) == ("succeeded", 2)  # taken over
     assert [m["epoch"] for m in second["metrics"]] == [1, 2]
     assert (third["state"], third["attempt"]) == ("succeeded", 1)
+
+
+def test_failing_trials_are_recorded_with_their_error_and_the_sweep_goes_on(service, local_ray):
+    """Both trials fail (their dataset folder does not exist): the second still runs after
+    the first failed, each records its error and traceback, and the sweep fails saying so."""
+    client, settings = service
+    missing = {"name": "imagefolder", "root": "/nonexistent/recu-test-data"}
+    body = {"base": {**BASE, "dataset": missing}, "space": PAPER, "num_samples": 2}
+    sweep = client.post("/sweeps", json=body).json()
+    serve(settings, exit_when_idle=True)
+    view = client.get(f"/sweeps/{sweep['id']}").json()
+    assert view["state"] == "failed"
+    assert "every one of the 2 trials failed" in view["error"]
+    for trial in view["trials"]:
+        assert trial["state"] == "failed"
+        assert "recu-test-data" in trial["error"]
+        logs = client.get(f"/jobs/{trial['id']}/logs").json()
+        assert logs[0]["line"].startswith("Traceback")
+    assert _ray_cpus_all_free()

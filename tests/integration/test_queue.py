@@ -175,3 +175,15 @@ def test_migration_fills_in_the_demand_of_jobs_queued_before_it(engine):
     assert is_current(engine)
     with engine.begin() as connection:
         assert connection.execute(text("SELECT cpus, gpus FROM jobs")).one() == (6.0, 0.0)
+
+
+def test_the_models_match_the_migrations(engine):
+    """Alembic's autogenerate finds nothing to add: the ORM models and the migrations agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from recu_db.models import Base
+
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
