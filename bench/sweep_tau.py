@@ -31,7 +31,7 @@ from recu_cli.local_service import local_service
 CORES = os.cpu_count() or 1
 
 
-def _base(epochs: int, seed: int = 0) -> dict[str, Any]:
+def _base(epochs: int, seed: int = 0, workers: int = 1) -> dict[str, Any]:
     return {
         "model": "resnet20",
         "dataset": {"name": "digits"},
@@ -39,7 +39,7 @@ def _base(epochs: int, seed: int = 0) -> dict[str, Any]:
         "batch_size": 32,
         "seed": seed,
         "optimizer": {"lr": 0.1},
-        "resources": {"num_workers": 1, "cpus_per_worker": CORES},
+        "resources": {"num_workers": workers, "cpus_per_worker": max(1, CORES // workers)},
         "checkpoint": {"every_epochs": epochs, "keep": 1},
     }
 
@@ -77,16 +77,31 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--workers", type=int, default=1, help="DDP workers per trial (>1: Train inside Tune)."
+    )
+    parser.add_argument(
+        "--scheduler", choices=["asha", "none"], default="asha", help="The sweep's scheduler."
+    )
+    parser.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Train the best pair and the paper's default on --seeds afterwards.",
+    )
     args = parser.parse_args()
-    print(f"# tau sweep on digits, ResNet-20, {args.epochs} epochs per trial; {environment()}")
+    print(
+        f"# tau sweep on digits, ResNet-20, {args.epochs} epochs per trial, "
+        f"{args.workers} worker(s) per trial; {environment()}"
+    )
     sweep_body = {
-        "base": _base(args.epochs),
+        "base": _base(args.epochs, workers=args.workers),
         "space": {
             "tau.tau_s": {"kind": "uniform", "low": 0.85, "high": 0.94},
             "tau.tau_e": {"kind": "uniform", "low": 0.96, "high": 0.999},
         },
         "num_samples": args.trials,
-        "scheduler": {"kind": "asha", "grace_period": 3, "reduction_factor": 2},
+        "scheduler": {"kind": args.scheduler, "grace_period": 3, "reduction_factor": 2},
     }
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -120,6 +135,8 @@ def main() -> None:
             f"between trials median {statistics.median(gaps):.1f} s, "
             f"inside a trial outside its epochs median {statistics.median(inside):.1f} s"
         )
+        if not args.compare:
+            return
         best = view["best"]["params"]
         pair = (best["tau.tau_s"], best["tau.tau_e"])
         print(f"best pair: tau_s {pair[0]:.4f}, tau_e {pair[1]:.4f}")
