@@ -37,12 +37,13 @@ def _env(name: str, default: str | None = None) -> Callable[[], Any]:
 @dataclass
 class WorkerSettings:
     """Read from the environment when constructed: RECU_DATABASE_URL, RAY_ADDRESS,
-    RECU_RUNS_DIR (Ray's own storage for the runs), RECU_WORKER_CONCURRENCY."""
+    RECU_RUNS_DIR (Ray's own storage for the runs: a path every Ray node sees, or an
+    object-store URI such as s3://bucket/recu), RECU_WORKER_CONCURRENCY."""
 
     database_url: str = field(default_factory=_env("RECU_DATABASE_URL", "sqlite:///var/recu.db"))
     ray_address: str | None = field(default_factory=_env("RAY_ADDRESS"))
-    runs_dir: Path = field(
-        default_factory=lambda: Path(os.environ.get("RECU_RUNS_DIR", "var/ray-runs"))
+    runs_dir: str | Path = field(
+        default_factory=lambda: os.environ.get("RECU_RUNS_DIR", "var/ray-runs")
     )
     concurrency: int = field(
         default_factory=lambda: int(os.environ.get("RECU_WORKER_CONCURRENCY", "1"))

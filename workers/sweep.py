@@ -29,7 +29,7 @@ from recu_db.queue import Lease
 from recu_db.states import TERMINAL, JobState
 from recu_db.trials import end_open_trials, end_trial, start_trial
 from workers.train_loop import run_training
-from workers.trainer import run_job
+from workers.trainer import run_job, storage_path
 
 
 class _Db:
@@ -111,7 +111,7 @@ def run_trial(
                 lease,
                 database_url=database_url,
                 lease_s=lease_s,
-                runs_dir=Path(runs_dir),
+                runs_dir=runs_dir,
                 max_failures=0,
                 name=f"sweep-{sweep_lease.job_id}-trial-{config['trial']}-{lease.attempt}",
                 callbacks=[TuneReportCallback()],
@@ -140,7 +140,7 @@ def _scheduler(spec: dict[str, Any], epochs: int) -> TrialScheduler:
     )
 
 
-def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: Path) -> None:
+def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: str | Path) -> None:
     """Run the sweep's unfinished trials on Tune; returns when the sweep ended (cancelled
     included), raises when every trial failed."""
     db = make_sessionmaker(make_engine(database_url))
@@ -163,7 +163,7 @@ def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: Path
             sweep=dataclasses.asdict(lease),
             database_url=database_url,
             lease_s=lease_s,
-            runs_dir=str(runs_dir.resolve()),
+            runs_dir=storage_path(runs_dir),
         )
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
@@ -178,7 +178,7 @@ def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: Path
             ),
             run_config=tune.RunConfig(
                 name=f"sweep-{lease.job_id}-attempt-{lease.attempt}",
-                storage_path=str(runs_dir.resolve()),
+                storage_path=storage_path(runs_dir),
                 stop=StopWhenSweepEnds(database_url, lease),
                 callbacks=[RecordTrialEnds(database_url, lease)],
                 failure_config=tune.FailureConfig(max_failures=0),  # a failed trial stays failed

@@ -15,12 +15,19 @@ from recu_db.queue import Lease
 from workers.train_loop import train_loop_per_worker
 
 
+def storage_path(runs_dir: str | Path) -> str:
+    """Ray's storage for the runs: a URI (``s3://...``, ``gs://...``) as given, a local
+    or shared-filesystem path made absolute (every node must see the same one)."""
+    text = str(runs_dir)
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def run_job(
     lease: Lease,
     *,
     database_url: str,
     lease_s: float,
-    runs_dir: Path,
+    runs_dir: str | Path,
     max_failures: int,
     name: str | None = None,
     callbacks: Sequence[UserCallback] = (),
@@ -45,7 +52,7 @@ def run_job(
         run_config=RunConfig(  # type: ignore[call-arg]  # mypy sees Train V1's RunConfig
             name=name or f"job-{lease.job_id}",
             callbacks=list(callbacks),  # type: ignore[arg-type]  # V1 stubs, as above
-            storage_path=str(runs_dir.resolve()),
+            storage_path=storage_path(runs_dir),
             failure_config=FailureConfig(max_failures=max_failures),
             # torch in each worker uses as many threads as the CPUs it reserved
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
