@@ -187,3 +187,32 @@ def test_the_models_match_the_migrations(engine):
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
+
+
+def test_api_replicas_starting_together_migrate_once(database_url):
+    """Four processes upgrade an empty database at the same moment (as API replicas do at
+    start-up): the migration lock lets one migrate; the others find the schema current."""
+    import subprocess
+    import sys
+
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from recu_db.engine import make_engine
+    from recu_db.migrate import alembic_config
+
+    setup = make_engine(database_url)
+    command.downgrade(alembic_config(setup), "base")
+    assert "jobs" not in inspect(setup).get_table_names()
+    code = (
+        "import sys; from recu_db.engine import make_engine; from recu_db.migrate import upgrade; "
+        "upgrade(make_engine(sys.argv[1]))"
+    )
+    replicas = [
+        subprocess.Popen([sys.executable, "-c", code, database_url], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in replicas]
+    assert [p.returncode for p in replicas] == [0] * 4, errors
+    assert is_current(setup)
+    setup.dispose()
