@@ -215,14 +215,23 @@ def evaluate(
     ] = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
-    """Evaluate a checkpoint on the test split of the dataset it was trained on."""
+    """Evaluate a checkpoint (or a packed .bnn export, on the 1-bit engine) on the test
+    split of the dataset it was trained on."""
     from recu_core.checkpoint import load_checkpoint
     from recu_core.data import DatasetError, load_dataset
+    from recu_core.export.bnn_file import load_packed_model, read_bnn
     from recu_core.train import evaluate_accuracy, load_trained_model
 
     try:
-        ckpt = load_checkpoint(checkpoint)
-        data_cfg = DatasetConfig.model_validate(ckpt.manifest["config"]["dataset"])
+        if checkpoint.suffix == ".bnn":
+            raw = checkpoint.read_bytes()
+            manifest = read_bnn(raw)[1]
+            build = lambda: load_packed_model(raw)  # noqa: E731
+        else:
+            ckpt = load_checkpoint(checkpoint)
+            manifest = ckpt.manifest
+            build = lambda: load_trained_model(ckpt)  # noqa: E731
+        data_cfg = DatasetConfig.model_validate(manifest["config"]["dataset"])
         if data_root is not None:
             data_cfg = data_cfg.model_copy(update={"root": data_root})
         data = load_dataset(data_cfg)
@@ -231,16 +240,41 @@ def evaluate(
             "in_channels": data.in_channels,
             "image_size": data.image_size,
         }
-        if shape != ckpt.manifest["dataset_shape"]:
+        if shape != manifest["dataset_shape"]:
             raise ValueError(
-                f"dataset shape {shape} differs from the checkpoint's "
-                f"{ckpt.manifest['dataset_shape']}"
+                f"dataset shape {shape} differs from the checkpoint's {manifest['dataset_shape']}"
             )
-        accuracy = evaluate_accuracy(load_trained_model(ckpt), data, device=device)
+        accuracy = evaluate_accuracy(
+            build(), data, device="cpu" if checkpoint.suffix == ".bnn" else device
+        )
     except (DatasetError, ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
         message = f"manifest lacks {err}" if isinstance(err, KeyError) else str(err)
         raise _fail(message) from None
     console.print(f"test accuracy {accuracy:.4%} on {data_cfg.name}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A recu checkpoint (.safetensors).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .bnn file to write.")],
+) -> None:
+    """Export a trained binary network with 1-bit packed weights (see docs/export.md)."""
+    import os
+
+    from recu_core.export.bnn_file import export_checkpoint
+
+    try:
+        data = export_checkpoint(checkpoint)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    partial = output.with_name(f".{output.name}.part")
+    partial.write_bytes(data)
+    os.replace(partial, output)
+    before = checkpoint.stat().st_size
+    console.print(
+        f"wrote {output}: {len(data):,} bytes ({before / len(data):.1f}x smaller than the "
+        f"{before:,}-byte checkpoint)"
+    )
 
 
 @app.command()

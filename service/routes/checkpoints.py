@@ -1,9 +1,16 @@
-"""/checkpoints: metadata and streamed download (safetensors, sha256 as ETag)."""
+"""/checkpoints: metadata, streamed download (safetensors, sha256 as ETag), and the
+bit-packed ``.bnn`` export."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+import hashlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response, StreamingResponse
 
 from recu_db.results import iter_checkpoint_bytes
 from service.deps import CheckpointDep, ReadSessionMakerDep
@@ -33,5 +40,62 @@ def download_checkpoint(ckpt: CheckpointDep, makers: ReadSessionMakerDep) -> Str
             "ETag": f'"{ckpt.sha256}"',
             "X-Checkpoint-SHA256": ckpt.sha256,
             "Content-Disposition": f'attachment; filename="{filename}"',
+        },
+    )
+
+
+EXPORT_TIMEOUT_S = 600
+
+
+@router.get(
+    "/{checkpoint_id}/export",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        422: {"description": "the checkpoint cannot be exported (e.g. not a binary model)"},
+    },
+)
+def export_checkpoint(ckpt: CheckpointDep, makers: ReadSessionMakerDep) -> Response:
+    """The checkpoint as a ``.bnn`` file: binary layers as packed sign bits (docs/export.md).
+
+    Packing needs torch, which never loads in the API's process: the stored bytes go to a
+    temporary file and ``python -m recu_core.export`` packs them in a child process, after
+    checking them against the stored sha256.
+    """
+    with tempfile.TemporaryDirectory(prefix="recu-export-") as tmp:
+        source, target = Path(tmp) / "checkpoint.safetensors", Path(tmp) / "model.bnn"
+        with open(source, "wb") as f:
+            for chunk in iter_checkpoint_bytes(makers, ckpt.id):
+                f.write(chunk)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "recu_core.export",
+                str(source),
+                "-o",
+                str(target),
+                "--expected-sha256",
+                ckpt.sha256,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=EXPORT_TIMEOUT_S,
+        )
+        if done.returncode != 0:
+            reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+            raise HTTPException(
+                status_code=422, detail=f"cannot export checkpoint {ckpt.id}: {reason}"
+            )
+        data = target.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "ETag": f'"{sha}"',
+            "X-Export-SHA256": sha,
+            "X-Source-Checkpoint-SHA256": ckpt.sha256,
+            "Content-Disposition": f'attachment; filename="job{ckpt.job_id}-epoch{ckpt.epoch}.bnn"',
         },
     )

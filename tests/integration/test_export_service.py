@@ -1,0 +1,82 @@
+"""The export through its two doors: ``recu export`` / ``recu evaluate model.bnn`` and
+GET /checkpoints/{id}/export (packing in a child process, torch never in the API)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from recu_cli.main import app
+from recu_core.checkpoint import save_checkpoint, sha256_file
+from recu_core.config import DatasetConfig, TrainConfig
+from recu_core.export.bnn_file import read_bnn
+from recu_core.train import train
+from recu_db import queue, results
+from recu_db.engine import make_engine, make_sessionmaker
+from recu_db.migrate import upgrade
+from service.app import create_app
+from service.config import ServiceSettings
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    config = TrainConfig(
+        model="resnet20",
+        dataset=DatasetConfig(name="digits", num_train=512),
+        epochs=2,
+        batch_size=64,
+        kernels="eager",
+    )
+    reports = []
+    train(config, callbacks=[reports.append])
+    path = tmp_path_factory.mktemp("trained") / "model.safetensors"
+    save_checkpoint(path, reports[-1].model, reports[-1].optimizer, reports[-1].manifest())
+    return path
+
+
+def test_cli_export_then_evaluate_the_packed_file_gives_the_float_accuracy(trained, tmp_path):
+    target = tmp_path / "model.bnn"
+    exported = runner.invoke(app, ["export", str(trained), "-o", str(target)])
+    assert exported.exit_code == 0, exported.output
+    assert "x smaller" in exported.output
+    assert read_bnn(target.read_bytes())[1]["source_sha256"] == sha256_file(trained)
+    float_run = runner.invoke(app, ["evaluate", str(trained), "--device", "cpu"])
+    packed_run = runner.invoke(app, ["evaluate", str(target)])
+    assert packed_run.exit_code == 0, packed_run.output
+    assert "test accuracy" in packed_run.output
+    assert packed_run.output == float_run.output
+    missing = runner.invoke(app, ["export", str(tmp_path / "nope.safetensors"), "-o", "x.bnn"])
+    assert missing.exit_code == 2
+    assert "no checkpoint" in missing.output
+
+
+def test_api_export_packs_a_stored_checkpoint_and_refuses_what_is_not_one(trained, tmp_path):
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    db = make_sessionmaker(engine)
+    with TestClient(create_app(ServiceSettings(database_url=url))) as client:
+        client.post("/jobs", json={"epochs": 2})
+        lease = queue.claim(db, "w", lease_s=60)
+        good = results.store_checkpoint(
+            db, lease, 1, {"test_acc": 0.5}, io.BytesIO(trained.read_bytes()), keep=5
+        )
+        bad = results.store_checkpoint(
+            db, lease, 2, {"test_acc": 0.5}, io.BytesIO(b"not a checkpoint"), keep=5
+        )
+        response = client.get(f"/checkpoints/{good.id}/export")
+        assert response.status_code == 200, response.text
+        _, manifest = read_bnn(response.content)
+        assert manifest["source_sha256"] == good.sha256
+        assert response.headers["x-source-checkpoint-sha256"] == good.sha256
+        assert len(response.content) < trained.stat().st_size / 10
+        refused = client.get(f"/checkpoints/{bad.id}/export")
+        assert refused.status_code == 422
+        assert f"cannot export checkpoint {bad.id}" in refused.json()["detail"]
+        assert client.get("/checkpoints/999/export").status_code == 404
+    engine.dispose()
