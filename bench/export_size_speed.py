@@ -1,0 +1,85 @@
+"""Bit-packed export: file size against the float weights, and packed (XNOR/popcount,
+NumPy) inference against PyTorch's float inference on the same CPU.
+
+Models at CIFAR-10 shape (3x32x32, 10 classes). Sizes: the float model as safetensors
+(float32 weights and buffers), the ``.bnn`` export, and the binary layers alone (their
+float32 latent weights against their packed bits + per-channel scale and bias). Speed:
+eval-mode images/s at batch 64, the two engines interleaved round by round.
+
+    .venv/bin/python -m bench.export_size_speed [--models resnet20 resnet18 vgg_small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from safetensors.torch import save as save_safetensors
+
+from bench.common import environment, interleaved, median
+from recu_core.config import TrainConfig
+from recu_core.export.bnn_file import export_model, load_packed_model
+from recu_core.layers import binary_layers
+from recu_core.models import create_model
+
+SHAPE = {"num_classes": 10, "in_channels": 3, "image_size": 32}
+
+
+def _throughput(model: torch.nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        start = time.perf_counter()
+        model(x)
+        return x.shape[0] / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", nargs="+", default=["resnet20", "resnet18", "vgg_small"])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"# {environment()}")
+    print(
+        "| model | float model MB | .bnn MB | whole model smaller | binary layers float MB | "
+        "binary layers packed MB | binary layers smaller | float img/s | packed img/s | "
+        "packed / float |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        torch.manual_seed(0)
+        config = TrainConfig(model=name)
+        model = create_model(name, **SHAPE, binary=True, options=config.binary_options).eval()
+        float_bytes = len(
+            save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
+        )
+        data = export_model(model, config, SHAPE)
+        packed = load_packed_model(data)
+        layers = binary_layers(model)
+        binary_float = sum(layer.weight.numel() * 4 for _, layer in layers)
+        binary_packed = sum(
+            m.bits.numel() * 4 + m.scale.numel() * 8 + m.bias.numel() * 8
+            for n, m in packed.named_modules()
+            if hasattr(m, "bits")
+        )
+        x = torch.randn(args.batch, 3, 32, 32)
+        _throughput(model, x)  # warm-up
+        _throughput(packed, x)
+        speed = interleaved(
+            {
+                "float": lambda m=model, x=x: _throughput(m, x),
+                "packed": lambda m=packed, x=x: _throughput(m, x),
+            },
+            rounds=args.rounds,
+        )
+        f, p = median(speed["float"]), median(speed["packed"])
+        print(
+            f"| {name} | {float_bytes / 1e6:.2f} | {len(data) / 1e6:.3f} | "
+            f"{float_bytes / len(data):.1f}x | {binary_float / 1e6:.2f} | "
+            f"{binary_packed / 1e6:.3f} | {binary_float / binary_packed:.1f}x | "
+            f"{f:.0f} | {p:.0f} | {p / f:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
