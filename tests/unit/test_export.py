@@ -169,9 +169,13 @@ def test_a_trained_checkpoint_exports_to_a_file_that_evaluates_the_same(tmp_path
     _, manifest = read_bnn(data)
     assert manifest["source_sha256"] == sha
     dataset = load_dataset(config.dataset)
-    float_acc = evaluate_accuracy(load_trained_model(path), dataset, device="cpu")
-    packed_acc = evaluate_accuracy(load_packed_model(data), dataset, device="cpu")
+    float_model, packed_model = load_trained_model(path), load_packed_model(data)
+    float_acc = evaluate_accuracy(float_model, dataset, device="cpu")
+    packed_acc = evaluate_accuracy(packed_model, dataset, device="cpu")
     assert packed_acc == float_acc
+    x = _images(dataset, len(dataset.test_labels))  # the whole test split, in float32
+    with torch.no_grad():
+        assert torch.equal(float_model(x).argmax(1), packed_model(x).argmax(1))
     with pytest.raises(ValueError, match="expected"):
         export_checkpoint(path, expected_sha256="0" * 64)
     with pytest.raises(ValueError, match=r"not a \.bnn file"):
