@@ -21,6 +21,7 @@ from typing import Any
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from sqlalchemy import Engine
 
 from recu_db import queue, reads, results
 from recu_db.demand import num_workers, per_worker_resources
@@ -37,15 +38,22 @@ class _Db:
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
+        self._engine: Engine | None = None
         self._db: queue.Db | None = None
 
     def __call__(self) -> queue.Db:
         if self._db is None:
-            self._db = make_sessionmaker(make_engine(self.database_url))
+            self._engine = make_engine(self.database_url)
+            self._db = make_sessionmaker(self._engine)
         return self._db
 
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine = self._db = None
+
     def __getstate__(self) -> dict[str, Any]:
-        return {"database_url": self.database_url, "_db": None}
+        return {"database_url": self.database_url, "_engine": None, "_db": None}
 
 
 class StopWhenSweepEnds(tune.Stopper):
@@ -97,9 +105,11 @@ def run_trial(
 ) -> None:
     """The Tune trainable: start the planned trial under the sweep's lease and train it."""
     sweep_lease = Lease(**sweep)
-    db = make_sessionmaker(make_engine(database_url))
+    handle = _Db(database_url)
+    db = handle()
     lease = start_trial(db, sweep_lease, str(config["trial"]))
     if lease is None:  # ended already, or the sweep is no longer ours
+        handle.close()
         return
     try:
         if num_workers(lease.spec) == 1:
@@ -121,6 +131,8 @@ def run_trial(
         results.append_logs(db, lease, "".join(traceback.format_exception(err)).splitlines())
         queue.finish(db, lease, JobState.FAILED, error=f"{type(err).__name__}: {err}")
         raise
+    finally:
+        handle.close()
 
 
 def trial_name(sweep_id: int, trial: Any) -> str:
@@ -143,7 +155,16 @@ def _scheduler(spec: dict[str, Any], epochs: int) -> TrialScheduler:
 def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: str | Path) -> None:
     """Run the sweep's unfinished trials on Tune; returns when the sweep ended (cancelled
     included), raises when every trial failed."""
-    db = make_sessionmaker(make_engine(database_url))
+    handle = _Db(database_url)
+    try:
+        _run_sweep(lease, handle(), database_url=database_url, lease_s=lease_s, runs_dir=runs_dir)
+    finally:
+        handle.close()
+
+
+def _run_sweep(
+    lease: Lease, db: queue.Db, *, database_url: str, lease_s: float, runs_dir: str | Path
+) -> None:
     spec = lease.spec
     with db() as session:
         rows = list(reads.children(session, lease.job_id))
@@ -165,6 +186,8 @@ def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: str 
             lease_s=lease_s,
             runs_dir=storage_path(runs_dir),
         )
+        stopper = StopWhenSweepEnds(database_url, lease)
+        recorder = RecordTrialEnds(database_url, lease)
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"trial": tune.grid_search(pending)},
@@ -179,13 +202,17 @@ def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: str 
             run_config=tune.RunConfig(
                 name=f"sweep-{lease.job_id}-attempt-{lease.attempt}",
                 storage_path=storage_path(runs_dir),
-                stop=StopWhenSweepEnds(database_url, lease),
-                callbacks=[RecordTrialEnds(database_url, lease)],
+                stop=stopper,
+                callbacks=[recorder],
                 failure_config=tune.FailureConfig(max_failures=0),  # a failed trial stays failed
                 verbose=0,
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            stopper.db.close()
+            recorder.db.close()
     cancelled = queue.state_if_ours(db, lease) == JobState.CANCELLING
     target = JobState.CANCELLED if cancelled else JobState.STOPPED
     end_open_trials(db, lease, target, "the sweep ended")
