@@ -34,13 +34,6 @@ PAPER = {
 
 
 @pytest.fixture
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture
 def service(tmp_path):
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     with TestClient(create_app(ServiceSettings(database_url=url))) as client:

@@ -32,13 +32,6 @@ def _spec(**overrides):
     )
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_job_runs_on_ray_train_with_two_ddp_workers(tmp_path, local_ray):
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     engine = make_engine(url)
@@ -172,8 +165,8 @@ def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path,
     upgrade(engine)
     db = make_sessionmaker(engine)
     one = {"num_workers": 1}
-    first, _ = queue.submit(db, _spec(epochs=2, resources=one), priority=1)
-    second, _ = queue.submit(db, _spec(epochs=2, resources=one), priority=1)
+    first, _ = queue.submit(db, _spec(epochs=1, resources=one), priority=1)
+    second, _ = queue.submit(db, _spec(epochs=1, resources=one), priority=1)
     wide, _ = queue.submit(db, _spec(epochs=1))  # 2 DDP workers: the whole instance
 
     serve(

@@ -110,7 +110,7 @@ def test_packed_engine_matches_the_float_model_on_digits(name):
     }
     data = export_model(model, TrainConfig(model=name), shape)
     packed = load_packed_model(data)
-    _assert_same_predictions(model, packed, _images(dataset, 200))
+    _assert_same_predictions(model, packed, _images(dataset, 120))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_packed_engine_matches_the_float_model_on_real_cifar10(name, cifar_test)
     model = _random_model(name, 3, 32, seed=4)
     shape = {"num_classes": 10, "in_channels": 3, "image_size": 32}
     packed = load_packed_model(export_model(model, TrainConfig(model=name), shape))
-    _assert_same_predictions(model, packed, _images(cifar_test, 50))
+    _assert_same_predictions(model, packed, _images(cifar_test, 30))
 
 
 def test_batchnorm_folds_where_exact_and_stays_where_not():
