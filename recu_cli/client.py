@@ -49,6 +49,15 @@ def _fail_connect(api: str, err: httpx.HTTPError) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def call(api: str, method: str, path: str, **kwargs: Any) -> Any:
+    """One request's JSON body; a clear error and exit when it fails or is refused."""
+    try:
+        with _client(api) as client:
+            return _check(client.request(method, path, **kwargs))
+    except httpx.HTTPError as err:
+        raise _fail_connect(api, err) from None
+
+
 def submit(
     spec: Annotated[
         Path | None, typer.Option(help="A JSON job spec (the POST /jobs body).")
@@ -118,11 +127,7 @@ def jobs(
 ) -> None:
     """List jobs, newest first."""
     params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
-    try:
-        with _client(api) as client:
-            page = _check(client.get("/jobs", params=params))
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    page = call(api, "GET", "/jobs", params=params)
     table = Table("id", "state", "model", "dataset", "epoch", "test acc", "attempt")
     for job in page["items"]:
         acc = (job["latest_metrics"] or {}).get("test_acc")
@@ -141,30 +146,18 @@ def jobs(
 
 def status(job_id: int, api: ApiOption = DEFAULT_API) -> None:
     """One job as JSON: state, attempt, epoch, latest metrics, error."""
-    try:
-        with _client(api) as client:
-            console.print_json(json.dumps(_check(client.get(f"/jobs/{job_id}"))))
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    console.print_json(json.dumps(call(api, "GET", f"/jobs/{job_id}")))
 
 
 def logs(job_id: int, api: ApiOption = DEFAULT_API) -> None:
     """The job's training output."""
-    try:
-        with _client(api) as client:
-            for line in _check(client.get(f"/jobs/{job_id}/logs", params={"limit": 10_000})):
-                console.print(line["line"], markup=False, highlight=False)
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    for line in call(api, "GET", f"/jobs/{job_id}/logs", params={"limit": 10_000}):
+        console.print(line["line"], markup=False, highlight=False)
 
 
 def cancel(job_id: int, api: ApiOption = DEFAULT_API) -> None:
     """Cancel a job (queued: at once; running: at its next epoch)."""
-    try:
-        with _client(api) as client:
-            result = _check(client.post(f"/jobs/{job_id}/cancel"))
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    result = call(api, "POST", f"/jobs/{job_id}/cancel")
     console.print(f"job {result['id']} {result['state']}")
 
 

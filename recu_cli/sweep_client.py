@@ -20,7 +20,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from recu_cli.client import DEFAULT_API, ApiOption, _check, _client, _fail_connect, console
+from recu_cli.client import DEFAULT_API, ApiOption, _check, _client, _fail_connect, call, console
 
 PAPER_SPACE = {
     "tau.tau_s": {"kind": "uniform", "low": 0.85, "high": 0.94},
@@ -173,11 +173,7 @@ def sweeps(
 ) -> None:
     """List sweeps, newest first, with their trial counts and best trial."""
     params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
-    try:
-        with _client(api) as client:
-            page = _check(client.get("/sweeps", params=params))
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    page = call(api, "GET", "/sweeps", params=params)
     table = Table("id", "state", "searched", "trials", "best")
     for item in page["items"]:
         best = item["best"]
@@ -198,23 +194,17 @@ def sweep_status(
     api: ApiOption = DEFAULT_API,
 ) -> None:
     """One sweep as a table of its trials; --wait follows it live."""
+    if not wait:
+        console.print(_table(call(api, "GET", f"/sweeps/{sweep_id}", params={"max_points": 1})))
+        return
     try:
         with _client(api) as client:
-            if wait:
-                _follow(client, sweep_id)
-            else:
-                console.print(
-                    _table(_check(client.get(f"/sweeps/{sweep_id}", params={"max_points": 1})))
-                )
+            _follow(client, sweep_id)
     except httpx.HTTPError as err:
         raise _fail_connect(api, err) from None
 
 
 def sweep_cancel(sweep_id: int, api: ApiOption = DEFAULT_API) -> None:
     """Cancel a sweep and every trial of it."""
-    try:
-        with _client(api) as client:
-            result = _check(client.post(f"/sweeps/{sweep_id}/cancel"))
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    result = call(api, "POST", f"/sweeps/{sweep_id}/cancel")
     console.print(f"sweep {result['id']} {result['state']}")

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
-from recu_db.engine import make_engine
+from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.migrate import upgrade
 
 POSTGRES_URL = os.environ.get(
@@ -69,3 +70,9 @@ def engine(database_url) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def db(engine: Engine) -> sessionmaker[Session]:
+    """Write sessions on the migrated database (what the queue functions take)."""
+    return make_sessionmaker(engine)

@@ -99,10 +99,11 @@ class PackedBinaryLinear(nn.Module):
         )
         self.register_buffer("scale", torch.ones(out_features, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float64))
+        # no padding: every element is real, one "position"
+        self._mask = pack_bits(np.ones((in_features, 1), np.uint8), axis=0)
+        self._valid = np.array([in_features], dtype=np.int32)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, out)
         a = pack_bits(sign_bits(x), axis=1)[:, :, None]  # (B, W, 1)
-        mask = pack_bits(np.ones((self.in_features, 1), np.uint8), axis=0)
-        valid = np.array([self.in_features], dtype=np.int32)
-        dot = torch.from_numpy(xnor_dot(a, from_int32(self.bits), mask, valid)[:, :, 0])
+        dot = torch.from_numpy(xnor_dot(a, from_int32(self.bits), self._mask, self._valid)[:, :, 0])
         return dot.to(x.dtype) * self.scale.to(x.dtype) + self.bias.to(x.dtype)

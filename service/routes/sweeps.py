@@ -18,7 +18,7 @@ from recu_db import queue, reads
 from recu_db.demand import resource_demand
 from recu_db.models import Job
 from recu_db.states import JobState
-from service.deps import SessionDep, SessionMakerDep, SettingsDep
+from service.deps import ReadSessionMakerDep, SessionDep, SessionMakerDep, SettingsDep
 from service.routes.jobs import check_resources
 from service.schemas import CancelResult, CheckpointPublic
 from service.sweep_plan import plan
@@ -98,6 +98,7 @@ def _public(session: Session, sweep: Job) -> tuple[SweepPublic, list[Job]]:
 def submit_sweep(
     body: SweepCreate,
     makers: SessionMakerDep,
+    readers: ReadSessionMakerDep,
     settings: SettingsDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -125,7 +126,7 @@ def submit_sweep(
     )
     if not created:
         response.status_code = status.HTTP_200_OK
-    with makers() as session:
+    with readers() as session:
         return get_sweep(existing_sweep(sweep.id, session), session)
 
 

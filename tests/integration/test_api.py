@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recu_db import queue, results
-from recu_db.engine import make_sessionmaker
 from service.app import create_app
 from service.config import ServiceSettings
 
@@ -22,11 +21,6 @@ def client(database_url):
     app = create_app(ServiceSettings(database_url=database_url, max_workers_per_job=4))
     with TestClient(app) as client:
         yield client
-
-
-@pytest.fixture
-def db(engine):
-    return make_sessionmaker(engine)
 
 
 def _errors(response):

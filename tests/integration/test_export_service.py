@@ -10,10 +10,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from recu_cli.main import app
-from recu_core.checkpoint import save_checkpoint, sha256_file
-from recu_core.config import DatasetConfig, TrainConfig
+from recu_core.checkpoint import sha256_file
 from recu_core.export.bnn_file import read_bnn
-from recu_core.train import train
 from recu_db import queue, results
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.migrate import upgrade
@@ -23,20 +21,9 @@ from service.config import ServiceSettings
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    config = TrainConfig(
-        model="resnet20",
-        dataset=DatasetConfig(name="digits", num_train=512),
-        epochs=2,
-        batch_size=64,
-        kernels="eager",
-    )
-    reports = []
-    train(config, callbacks=[reports.append])
-    path = tmp_path_factory.mktemp("trained") / "model.safetensors"
-    save_checkpoint(path, reports[-1].model, reports[-1].optimizer, reports[-1].manifest())
-    return path
+@pytest.fixture
+def trained(trained_checkpoint):
+    return trained_checkpoint
 
 
 def test_cli_export_then_evaluate_the_packed_file_gives_the_float_accuracy(trained, tmp_path):

@@ -9,18 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from recu_db import queue
-from recu_db.engine import make_sessionmaker
 from recu_db.migrate import is_current
 from recu_db.models import EpochMetric, Job, JobEvent
 from recu_db.states import JobState, TransitionError, check_transition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = 30.0
-
-
-@pytest.fixture
-def db(engine):
-    return make_sessionmaker(engine)
 
 
 def _job(db, job_id):

@@ -7,12 +7,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recu_db import queue
-from recu_db.engine import make_sessionmaker
 from recu_db.queue import Lease
 from recu_db.states import JobState
 from recu_db.trials import end_open_trials, end_trial, start_trial
 from service.app import create_app
 from service.config import ServiceSettings
+from tests.integration.test_api import _errors
 
 BASE = {"model": "resnet20", "dataset": {"name": "digits"}, "epochs": 3}
 PAPER = {
@@ -26,16 +26,6 @@ def client(database_url):
     settings = ServiceSettings(database_url=database_url, max_trials_per_sweep=20)
     with TestClient(create_app(settings)) as client:
         yield client
-
-
-@pytest.fixture
-def db(engine):
-    return make_sessionmaker(engine)
-
-
-def _errors(response):
-    assert response.status_code == 422, response.text
-    return {".".join(map(str, e["loc"][1:])): e["msg"] for e in response.json()["detail"]}
 
 
 def test_a_sweep_plans_its_trials_reproducibly_and_is_not_a_job(client):

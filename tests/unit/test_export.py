@@ -149,21 +149,12 @@ def test_batchnorm_folds_where_exact_and_stays_where_not():
     assert manifest["bit_layout"]["word_bits"] == 32
 
 
-def test_a_trained_checkpoint_exports_to_a_file_that_evaluates_the_same(tmp_path):
-    from recu_core.checkpoint import save_checkpoint, sha256_file
-    from recu_core.train import evaluate_accuracy, load_trained_model, train
+def test_a_trained_checkpoint_exports_to_a_file_that_evaluates_the_same(trained_checkpoint):
+    from recu_core.checkpoint import load_checkpoint, sha256_file
+    from recu_core.train import evaluate_accuracy, load_trained_model
 
-    config = TrainConfig(
-        model="resnet20",
-        dataset=DatasetConfig(name="digits", num_train=512),
-        epochs=2,
-        batch_size=64,
-        kernels="eager",
-    )
-    reports = []
-    train(config, callbacks=[reports.append])
-    path = tmp_path / "trained.safetensors"
-    save_checkpoint(path, reports[-1].model, None, reports[-1].manifest())
+    path = trained_checkpoint
+    config = TrainConfig.model_validate(load_checkpoint(path).manifest["config"])
     sha = sha256_file(path)
     data = export_checkpoint(path, expected_sha256=sha)
     _, manifest = read_bnn(data)
