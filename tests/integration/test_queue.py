@@ -204,9 +204,9 @@ def test_api_replicas_starting_together_migrate_once(database_url):
     )
     replicas = [
         subprocess.Popen([sys.executable, "-c", code, database_url], stderr=subprocess.PIPE)
-        for _ in range(4)
+        for _ in range(6)
     ]
     errors = [p.communicate(timeout=120)[1].decode() for p in replicas]
-    assert [p.returncode for p in replicas] == [0] * 4, errors
+    assert [p.returncode for p in replicas] == [0] * 6, errors
     assert is_current(setup)
     setup.dispose()
