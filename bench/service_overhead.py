@@ -87,8 +87,8 @@ def main() -> None:
         one_process(1, t, workdir)  # warms the dataset and compile caches: not counted
         local = {e: one_process(e, t, workdir) for e in (1, args.epochs)}
         with (
-            local_service(workdir / "service") as api,
-            httpx.Client(base_url=api, timeout=30) as client,
+            local_service(workdir / "service") as service,
+            service.client() as client,
         ):
             cold, _ = through_service(client, 1, t)  # starts Ray in the worker: not counted
             service = {e: through_service(client, e, t) for e in (1, args.epochs)}

@@ -105,8 +105,8 @@ def main() -> None:
     }
     with (
         tempfile.TemporaryDirectory() as tmp,
-        local_service(Path(tmp)) as api,
-        httpx.Client(base_url=api, timeout=60) as client,
+        local_service(Path(tmp)) as service,
+        service.client(timeout=60) as client,
     ):
         started = time.perf_counter()
         sweep = client.post("/sweeps", json=sweep_body).raise_for_status().json()

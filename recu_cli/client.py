@@ -26,8 +26,17 @@ DEFAULT_API = "http://127.0.0.1:8000"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
+TOKEN_ENV = "RECU_API_TOKEN"
+
+
+def auth_headers() -> dict[str, str]:
+    """The bearer token from RECU_API_TOKEN, when set."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _client(api: str) -> httpx.Client:
-    return httpx.Client(base_url=api, timeout=30)
+    return httpx.Client(base_url=api, timeout=30, headers=auth_headers())
 
 
 def _check(response: httpx.Response) -> Any:
@@ -38,6 +47,12 @@ def _check(response: httpx.Response) -> Any:
         )
         console.print(f"[red]rejected:[/red] {problems}")
         raise typer.Exit(code=2)
+    if response.status_code == 401:
+        console.print(
+            f"[red]not authorised:[/red] {response.json().get('detail')}; set {TOKEN_ENV} to a "
+            "token from `recu token create NAME` (run where the database is reachable)"
+        )
+        raise typer.Exit(code=1)
     if response.status_code >= 400:
         console.print(f"[red]error {response.status_code}:[/red] {response.text}")
         raise typer.Exit(code=1)

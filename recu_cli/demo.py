@@ -13,10 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 
-from recu_cli.local_service import local_service
+from recu_cli.local_service import LocalService, local_service
 
 console = Console()
 JOB = {
@@ -31,14 +30,20 @@ JOB = {
 
 
 def main(workdir: Path = Path("var/demo")) -> int:
-    with local_service(workdir) as api:
-        console.print(f"API at {api}, worker started (logs in {workdir})")
-        return _run(api)
+    with local_service(workdir) as service:
+        token_file = workdir / "token"
+        token_file.write_text(service.token + "\n")
+        token_file.chmod(0o600)
+        console.print(
+            f"API at {service.api}, worker started (logs in {workdir}); a token for the user "
+            f"'local' is in {token_file}: export RECU_API_TOKEN=$(cat {token_file})"
+        )
+        return _run(service)
 
 
-def _run(api: str) -> int:
+def _run(service: LocalService) -> int:
     """Submit, follow, download, evaluate; 0 when the accuracies match."""
-    with httpx.Client(base_url=api, timeout=30) as client:
+    with service.client() as client:
         job = client.post("/jobs", json=JOB).raise_for_status().json()
         console.print(f"submitted job {job['id']}: ReCU ResNet-20 on digits, 30 epochs")
         last_epoch = 0

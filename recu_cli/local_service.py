@@ -1,7 +1,9 @@
 """The service as subprocesses on this machine: an API (uvicorn) and queue workers.
 
-Used by ``make demo`` and the benchmarks. Each process logs to a file in ``workdir``;
-leaving the ``with`` block stops them (SIGTERM, then SIGKILL after a grace period).
+Used by ``make demo``, the benchmarks and the end-to-end tests. Each process logs to a
+file in ``workdir``; leaving the ``with`` block stops them (SIGTERM, then SIGKILL after a
+grace period). Auth is on, as in production: a token for the user "local" is created on
+the database and handed back with the URL.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -52,6 +56,33 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
                 proc.wait()
 
 
+@dataclass(frozen=True)
+class LocalService:
+    """A running local service: its base URL and a bearer token for it."""
+
+    api: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(base_url=self.api, timeout=timeout, headers=self.headers)
+
+
+def create_local_token(database_url: str, user: str = "local") -> str:
+    """A new token for ``user`` on the (migrated) database at ``database_url``."""
+    from recu_db.engine import make_engine, make_sessionmaker
+    from recu_db.tokens import create_token
+
+    engine = make_engine(database_url)
+    try:
+        return create_token(make_sessionmaker(engine), f"{user}-{uuid.uuid4().hex[:8]}", user=user)
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def local_service(
     workdir: Path,
@@ -59,15 +90,16 @@ def local_service(
     database_url: str | None = None,
     workers: int = 1,
     worker_args: tuple[str, ...] = (),
-) -> Iterator[str]:
-    """Start the API and ``workers`` queue workers; yields the API's base URL once ready.
+) -> Iterator[LocalService]:
+    """Start the API and ``workers`` queue workers; yields the URL and a token once ready.
 
     The database defaults to a SQLite file in ``workdir``; Ray's run storage goes there too.
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    database_url = database_url or f"sqlite:///{(workdir / 'recu.db').resolve()}"
     env = {
         **os.environ,
-        "RECU_DATABASE_URL": database_url or f"sqlite:///{(workdir / 'recu.db').resolve()}",
+        "RECU_DATABASE_URL": database_url,
         "RECU_RUNS_DIR": str((workdir / "ray-runs").resolve()),
     }
     port = free_port()
@@ -76,7 +108,8 @@ def local_service(
         server = [sys.executable, "-m", "service", "--port", str(port)]
         stack.enter_context(_process(server, env, workdir / "api.log"))
         wait_ready(api)
+        token = create_local_token(database_url)
         for i in range(workers):
             worker = [sys.executable, "-m", "workers", *worker_args]
             stack.enter_context(_process(worker, env, workdir / f"worker-{i}.log"))
-        yield api
+        yield LocalService(api, token)

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from recu_cli import client, sweep_client
+from recu_cli.tokens import token_app
 from recu_core.cli import app
 
 for command in (
@@ -21,6 +22,7 @@ for command in (
     app.command()(command)
 app.command("sweep-status")(sweep_client.sweep_status)
 app.command("sweep-cancel")(sweep_client.sweep_cancel)
+app.add_typer(token_app, name="token")
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Tables: jobs, the events of every transition, and per-epoch metrics."""
+"""Tables: users and their API tokens, jobs, the events of every transition, per-epoch
+metrics and telemetry, logs, and checkpoints."""
 
 from __future__ import annotations
 
@@ -33,16 +34,46 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class User(Base):
+    """Whoever owns jobs and sweeps; ``role`` "admin" sees everyone's."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """A bearer token: ``key_id`` is public (it finds the row), the secret is stored only
+    as its sha256 (a random 256-bit secret needs no slow hash)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Job(Base):
     """A queue item. ``attempt`` and ``owner`` fence every write after a claim.
 
     ``kind``: "train" (a training job), "sweep" (a Ray Tune search, claimed like a job) or
     "trial" (one training run of a sweep: ``parent_id`` is the sweep, ``trial_key`` Tune's
-    trial id; never queued, run and fenced by its sweep's worker).
+    trial id; never queued, run and fenced by its sweep's worker). ``user_id``: the owner
+    (trials inherit their sweep's); an idempotency key is unique per owner.
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("parent_id", "trial_key"),)
+    __table_args__ = (
+        UniqueConstraint("parent_id", "trial_key"),
+        UniqueConstraint("user_id", "idempotency_key"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), default="train", index=True)
@@ -50,10 +81,13 @@ class Job(Base):
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True
     )
     trial_key: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT"), index=True
+    )
     state: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     owner: Mapped[str | None] = mapped_column(String(200))

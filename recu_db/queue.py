@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,6 +67,14 @@ def _event(
     )
 
 
+class QueueFullError(Exception):
+    """The owner already has ``cap`` jobs and sweeps queued."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"at most {cap} queued jobs and sweeps per user; wait for some to start")
+        self.cap = cap
+
+
 def submit(
     db: Db,
     spec: dict[str, Any],
@@ -77,20 +85,29 @@ def submit(
     priority: int = 0,
     idempotency_key: str | None = None,
     max_attempts: int = 3,
+    user_id: int | None = None,
+    max_queued: int | None = None,
     now: datetime | None = None,
 ) -> tuple[Job, bool]:
-    """Queue a job (or a sweep: ``kind="sweep"``); returns (job, created). ``demand`` is
-    the (cpus, gpus) a claim must find free, by default read from ``spec["resources"]``;
-    ``trials`` the job specs of a sweep's trials, added with it (queued, never claimed on
-    their own, keyed "0", "1", ... in plan order).
-    The same idempotency key returns the same job, also under concurrent submits (the
-    unique index decides the race)."""
+    """Queue a job (or a sweep: ``kind="sweep"``) for ``user_id``; returns (job, created).
+    ``demand`` is the (cpus, gpus) a claim must find free, by default read from
+    ``spec["resources"]``; ``trials`` the job specs of a sweep's trials, added with it
+    (queued, never claimed on their own, keyed "0", "1", ... in plan order).
+    The same idempotency key of the same owner returns the same job, also under concurrent
+    submits (the unique index decides the race). ``max_queued`` caps the owner's queued jobs
+    and sweeps (QueueFullError); the count and the insert are one serialised transaction
+    (BEGIN IMMEDIATE on SQLite, a per-owner advisory lock on PostgreSQL)."""
+    if idempotency_key is not None and user_id is None:
+        raise ValueError("an idempotency key needs an owner (user_id): keys are per user")
     now = now or utcnow()
     try:
         with db.begin() as session:
+            if max_queued is not None:
+                _check_queue_cap(session, user_id, idempotency_key, max_queued)
             cpus, gpus = demand or resource_demand(spec)
             job = Job(
                 kind=kind,
+                user_id=user_id,
                 state=JobState.QUEUED,
                 spec=spec,
                 cpus=cpus,
@@ -107,14 +124,40 @@ def submit(
             for index, trial_spec in enumerate(trials):
                 _add_trial(session, job, index, trial_spec, now)
         return job, True
-    except IntegrityError:
+    except (IntegrityError, _SameKeyError):
         if idempotency_key is None:
             raise
         with db.begin() as session:
             existing = session.scalars(
-                select(Job).where(Job.idempotency_key == idempotency_key)
+                select(Job).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key)
             ).one()
         return existing, False
+
+
+class _SameKeyError(Exception):
+    """The owner is at the cap but resubmits a key it used: answer with that job."""
+
+
+def _check_queue_cap(
+    session: Session, user_id: int | None, idempotency_key: str | None, cap: int
+) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_QUEUE_CAP_LOCK, user_id or 0)))
+    queued = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.user_id == user_id, Job.state == JobState.QUEUED, Job.kind != "trial")
+    )
+    if (queued or 0) < cap:
+        return
+    if idempotency_key is not None and session.scalar(
+        select(Job.id).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key)
+    ):
+        raise _SameKeyError
+    raise QueueFullError(cap)
+
+
+_QUEUE_CAP_LOCK = 0x7175  # advisory lock class of the per-owner queue cap ("qu")
 
 
 def _add_trial(
@@ -125,6 +168,7 @@ def _add_trial(
         kind="trial",
         parent_id=sweep.id,
         trial_key=str(index),
+        user_id=sweep.user_id,
         state=JobState.QUEUED,
         spec=spec,
         priority=sweep.priority,
@@ -291,14 +335,17 @@ def finish(
     return True
 
 
-def cancel(db: Db, job_id: int, *, now: datetime | None = None) -> JobState | None:
+def cancel(
+    db: Db, job_id: int, *, user_id: int | None = None, now: datetime | None = None
+) -> JobState | None:
     """Cancel a job: queued -> cancelled at once; running -> cancelling (its worker stops
     at the next heartbeat and finishes it as cancelled); terminal or cancelling: unchanged.
-    Returns the resulting state, or None for an unknown job."""
+    Returns the resulting state, or None for an unknown job (or, with ``user_id``, one
+    that is not that user's)."""
     now = now or utcnow()
     with db.begin() as session:
         job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
-        if job is None:
+        if job is None or (user_id is not None and job.user_id != user_id):
             return None
         current = JobState(job.state)
         target = {

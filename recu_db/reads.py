@@ -12,11 +12,21 @@ from recu_db.models import Checkpoint, EpochMetric, EpochTelemetry, Job, JobEven
 
 
 def list_jobs(
-    session: Session, *, state: str | None, offset: int, limit: int, kind: str = "train"
+    session: Session,
+    *,
+    state: str | None,
+    offset: int,
+    limit: int,
+    kind: str = "train",
+    user_id: int | None = None,
 ) -> tuple[Sequence[Job], int]:
     """A page of jobs of ``kind`` (train, sweep or trial), newest first, and the total
-    matching ``state``."""
-    where = [Job.kind == kind, *([Job.state == state] if state else [])]
+    matching ``state``; only ``user_id``'s when given."""
+    where = [
+        Job.kind == kind,
+        *([Job.state == state] if state else []),
+        *([Job.user_id == user_id] if user_id is not None else []),
+    ]
     total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     rows = session.scalars(
         select(Job).where(*where).order_by(Job.id.desc()).offset(offset).limit(limit)

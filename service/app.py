@@ -3,16 +3,29 @@ or ray and never blocks on training: it only reads and writes the database."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from recu_db.migrate import upgrade
+from recu_db.tokens import ensure_user
+from service import errors
+from service.auth import DEV_USER, current_principal
 from service.config import ServiceSettings
+from service.limits import BodySizeLimit
 from service.routes import checkpoints, health, jobs, sweeps
+
+log = logging.getLogger("recu.service")
+
+AUTH_DISABLED_WARNING = (
+    "AUTHENTICATION IS DISABLED (RECU_AUTH_DISABLED=true): every request acts as the admin "
+    "user 'local'. Never expose this service beyond this machine."
+)
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -30,6 +43,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_sessionmaker = make_read_sessionmaker(engine)
         app.state.settings = settings
+        app.state.dev_principal = None
+        if settings.auth_disabled:
+            log.warning(AUTH_DISABLED_WARNING)
+            app.state.dev_principal = ensure_user(app.state.sessionmaker, DEV_USER, "admin")
         yield
         engine.dispose()
 
@@ -39,8 +56,28 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    errors.install(app)
+    authenticated = [Depends(current_principal)]
     app.include_router(health.router)
-    app.include_router(jobs.router)
-    app.include_router(checkpoints.router)
-    app.include_router(sweeps.router)
+    app.include_router(jobs.router, dependencies=authenticated)
+    app.include_router(checkpoints.router, dependencies=authenticated)
+    app.include_router(sweeps.router, dependencies=authenticated)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.auth_disabled:
+        app.add_middleware(MarkAuthDisabled)
     return app
+
+
+class MarkAuthDisabled:
+    """Adds ``X-Recu-Auth: disabled`` to every response of a service running without auth."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-recu-auth", b"disabled")]
+            await send(message)
+
+        await self.app(scope, receive, marked if scope["type"] == "http" else send)

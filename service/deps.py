@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from recu_db.models import Checkpoint, Job
+from service.auth import PrincipalDep, can_see
 from service.config import ServiceSettings
 
 
@@ -39,16 +40,22 @@ ReadSessionMakerDep = Annotated[sessionmaker[Session], Depends(get_read_sessionm
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 
 
-def existing_job(job_id: int, session: SessionDep) -> Job:
+def existing_job(job_id: int, session: SessionDep, principal: PrincipalDep) -> Job:
+    """The job, when it exists and the caller may see it (else 404, also for another
+    user's job)."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or not can_see(principal, job):
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
     return job
 
 
-def existing_checkpoint(checkpoint_id: int, session: SessionDep) -> Checkpoint:
+def existing_checkpoint(
+    checkpoint_id: int, session: SessionDep, principal: PrincipalDep
+) -> Checkpoint:
+    """The checkpoint, when its job is the caller's (or the caller is an admin)."""
     ckpt = session.get(Checkpoint, checkpoint_id)
-    if ckpt is None:
+    job = session.get(Job, ckpt.job_id) if ckpt is not None else None
+    if ckpt is None or job is None or not can_see(principal, job):
         raise HTTPException(status_code=404, detail=f"no checkpoint {checkpoint_id}")
     return ckpt
 

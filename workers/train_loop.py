@@ -9,7 +9,9 @@ resumes from its newest stored checkpoint whichever worker process runs it.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,8 @@ import torch
 
 from recu_core.checkpoint import checkpoint_to_bytes
 from recu_core.config import TrainConfig
+from recu_core.paths import confined_root
+from recu_core.settings import Settings
 from recu_core.train import EpochReport, train
 from recu_db import queue, reads, results
 from recu_db.demand import per_worker_resources
@@ -27,24 +31,32 @@ from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmake
 from recu_db.queue import Lease
 from recu_db.states import JobState
 
+log = logging.getLogger("recu.worker")
+
 
 class LeaseLostError(RuntimeError):
     """The job was re-claimed, finished or cancelled: stop writing, stop training."""
 
 
 def _latest_checkpoint(database_url: str, job_id: int, workdir: Path) -> Path | None:
+    """The newest stored checkpoint whose bytes match their stored sha256, written to
+    ``workdir``; a checkpoint that fails the check is skipped (the next older is tried)."""
     engine = make_engine(database_url)
     try:
         db = make_read_sessionmaker(engine)
         with db() as session:
             stored = reads.job_checkpoints(session, job_id)
-        if not stored:
-            return None
         path = workdir / "resume.safetensors"
-        with open(path, "wb") as f:
-            for chunk in results.iter_checkpoint_bytes(db, stored[-1].id):
-                f.write(chunk)
-        return path
+        for ckpt in reversed(stored):
+            digest = hashlib.sha256()
+            with open(path, "wb") as f:
+                for chunk in results.iter_checkpoint_bytes(db, ckpt.id):
+                    digest.update(chunk)
+                    f.write(chunk)
+            if digest.hexdigest() == ckpt.sha256:
+                return path
+            log.warning("checkpoint %d of job %d fails its sha256 check; skipped", ckpt.id, job_id)
+        return None
     finally:
         engine.dispose()
 
@@ -74,6 +86,8 @@ def run_training(
     config = TrainConfig.model_validate(
         {k: v for k, v in spec.items() if k in TrainConfig.model_fields}
     )
+    if config.dataset.root is not None:  # the API checked it too; the worker's data_dir rules
+        confined_root(config.dataset.root, Settings().data_dir)
     per_worker = per_worker_resources(spec)
     config = config.model_copy(update={"device": "cuda" if "GPU" in per_worker else "cpu"})
     torch.set_num_threads(max(1, int(per_worker["CPU"])))  # the CPUs this worker reserved

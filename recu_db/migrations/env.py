@@ -18,9 +18,7 @@ MIGRATION_LOCK = 0x7265_6375  # "recu": any constant shared by every replica
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:
-    context.configure(
-        connection=connection, target_metadata=Base.metadata, transactional_ddl=True
-    )
+    context.configure(connection=connection, target_metadata=Base.metadata, transactional_ddl=True)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})

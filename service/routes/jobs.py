@@ -7,9 +7,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from recu_core.paths import RootOutsideDataDirError, confined_root
 from recu_db import queue, reads
 from recu_db.models import Job
 from recu_db.states import JobState
+from service.auth import PrincipalDep, owner_filter
 from service.config import ServiceSettings
 from service.deps import JobDep, SessionDep, SessionMakerDep, SettingsDep
 from service.schemas import (
@@ -46,10 +48,31 @@ def to_public(job: Job, latest: dict[int, dict] | None = None) -> JobPublic:
     )
 
 
-def check_resources(
-    resources: Resources, settings: ServiceSettings, loc: tuple[str, ...] = ("body", "resources")
+def check_limits(
+    body: JobCreate, settings: ServiceSettings, loc: tuple[str, ...] = ("body",)
 ) -> list[dict[str, Any]]:
-    """422 errors for resources beyond the service's limits (empty when within them)."""
+    """422 errors for what the service's settings forbid (empty when within them):
+    resources beyond the limits, a dataset root outside the data directory."""
+    errors = check_resources(body.resources, settings, (*loc, "resources"))
+    if body.dataset.root is not None:
+        try:
+            confined_root(body.dataset.root, settings.data_dir)
+        except RootOutsideDataDirError as err:
+            errors.append(
+                {
+                    "type": "value_error",
+                    "loc": (*loc, "dataset", "root"),
+                    "msg": str(err),
+                    "input": body.dataset.root,
+                }
+            )
+    return errors
+
+
+def check_resources(
+    resources: Resources, settings: ServiceSettings, loc: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """422 errors for resources beyond the service's limits."""
     errors = []
     if resources.num_workers > settings.max_workers_per_job:
         errors.append(
@@ -86,11 +109,13 @@ def submit_job(
     body: JobCreate,
     makers: SessionMakerDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
-    """Queue a training job. The same Idempotency-Key returns the same job (200)."""
-    errors = check_resources(body.resources, settings)
+    """Queue a training job. The same Idempotency-Key (per user) returns the same job (200).
+    429 when the user already has the maximum of queued jobs and sweeps."""
+    errors = check_limits(body, settings)
     if errors:
         raise RequestValidationError(errors)
     spec = body.model_dump(mode="json", exclude={"priority", "max_attempts"})
@@ -100,6 +125,8 @@ def submit_job(
         priority=body.priority,
         idempotency_key=idempotency_key,
         max_attempts=body.max_attempts,
+        user_id=principal.user_id,
+        max_queued=settings.max_queued_per_user,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -110,15 +137,23 @@ def submit_job(
 def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     state: JobState | None = None,
     kind: Literal["train", "trial"] = "train",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobPage:
-    """Jobs, newest first, optionally filtered by state; ``kind=trial`` lists sweeps'
-    trials instead of training jobs (sweeps themselves are under /sweeps)."""
+    """The caller's jobs (an admin's: everyone's), newest first, optionally filtered by
+    state; ``kind=trial`` lists sweeps' trials instead (sweeps themselves: /sweeps)."""
     limit = min(limit, settings.page_size_limit)
-    rows, total = reads.list_jobs(session, state=state, kind=kind, offset=offset, limit=limit)
+    rows, total = reads.list_jobs(
+        session,
+        state=state,
+        kind=kind,
+        offset=offset,
+        limit=limit,
+        user_id=owner_filter(principal),
+    )
     latest = reads.latest_metrics(session, [j.id for j in rows])
     return JobPage(
         items=[to_public(j, latest) for j in rows], total=total, offset=offset, limit=limit
@@ -158,7 +193,7 @@ def get_telemetry(
 def get_logs(
     job: JobDep,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[LogLinePublic]:
     rows = reads.log_lines(session, job.id, offset=offset, limit=limit)
@@ -188,10 +223,10 @@ def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
 
 
 @router.post("/{job_id}/cancel", response_model=CancelResult)
-def cancel_job(job_id: int, makers: SessionMakerDep) -> CancelResult:
+def cancel_job(job_id: int, makers: SessionMakerDep, principal: PrincipalDep) -> CancelResult:
     """queued -> cancelled; running -> cancelling (then cancelled by its worker);
-    finished jobs are left as they are. 404 for an unknown job."""
-    state = queue.cancel(makers, job_id)
+    finished jobs are left as they are. 404 for an unknown job or another user's."""
+    state = queue.cancel(makers, job_id, user_id=owner_filter(principal))
     if state is None:
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
     return CancelResult(id=job_id, state=state)

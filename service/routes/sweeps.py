@@ -18,8 +18,9 @@ from recu_db import queue, reads
 from recu_db.demand import resource_demand
 from recu_db.models import Job
 from recu_db.states import JobState
+from service.auth import PrincipalDep, can_see, owner_filter
 from service.deps import ReadSessionMakerDep, SessionDep, SessionMakerDep, SettingsDep
-from service.routes.jobs import check_resources
+from service.routes.jobs import check_limits
 from service.schemas import CancelResult, CheckpointPublic
 from service.sweep_plan import plan
 from service.sweep_schemas import (
@@ -34,9 +35,9 @@ from service.sweep_schemas import (
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
-def existing_sweep(sweep_id: int, session: SessionDep) -> Job:
+def existing_sweep(sweep_id: int, session: SessionDep, principal: PrincipalDep) -> Job:
     sweep = session.get(Job, sweep_id)
-    if sweep is None or sweep.kind != "sweep":
+    if sweep is None or sweep.kind != "sweep" or not can_see(principal, sweep):
         raise HTTPException(status_code=404, detail=f"no sweep {sweep_id}")
     return sweep
 
@@ -100,11 +101,13 @@ def submit_sweep(
     makers: SessionMakerDep,
     readers: ReadSessionMakerDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> SweepDetail:
-    """Plan the trials and queue the sweep. The same Idempotency-Key returns the same sweep."""
-    errors = check_resources(body.base.resources, settings, loc=("body", "base", "resources"))
+    """Plan the trials and queue the sweep. The same Idempotency-Key (per user) returns the
+    same sweep; 429 when the user already has the maximum of queued jobs and sweeps."""
+    errors = check_limits(body.base, settings, loc=("body", "base"))
     trials, plan_errors = plan(body, settings.max_trials_per_sweep)
     if errors or plan_errors:
         raise RequestValidationError(errors + plan_errors)
@@ -123,24 +126,34 @@ def submit_sweep(
         priority=body.priority,
         idempotency_key=idempotency_key,
         max_attempts=body.max_attempts,
+        user_id=principal.user_id,
+        max_queued=settings.max_queued_per_user,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
     with readers() as session:
-        return get_sweep(existing_sweep(sweep.id, session), session)
+        return get_sweep(existing_sweep(sweep.id, session, principal), session)
 
 
 @router.get("", response_model=SweepPage)
 def list_sweeps(
     session: SessionDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     state: JobState | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> SweepPage:
-    """Sweeps, newest first, optionally filtered by state."""
+    """The caller's sweeps (an admin's: everyone's), newest first, optionally by state."""
     limit = min(limit, settings.page_size_limit)
-    rows, total = reads.list_jobs(session, state=state, kind="sweep", offset=offset, limit=limit)
+    rows, total = reads.list_jobs(
+        session,
+        state=state,
+        kind="sweep",
+        offset=offset,
+        limit=limit,
+        user_id=owner_filter(principal),
+    )
     return SweepPage(
         items=[_public(session, s)[0] for s in rows], total=total, offset=offset, limit=limit
     )

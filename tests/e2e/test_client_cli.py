@@ -11,6 +11,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from recu_cli.client import auth_headers
 from recu_cli.local_service import free_port, local_service
 from recu_cli.main import app
 from recu_db import queue, results
@@ -20,12 +21,14 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def server(tmp_path):
-    """`python -m service` on a free port with its own SQLite file; stopped afterwards."""
+def server(tmp_path, monkeypatch):
+    """`python -m service` on a free port with its own SQLite file; stopped afterwards.
+    The client commands find its token in RECU_API_TOKEN."""
     url = f"sqlite:///{tmp_path / 'api.db'}"
-    with local_service(tmp_path / "service", database_url=url, workers=0) as api:
+    with local_service(tmp_path / "service", database_url=url, workers=0) as service:
+        monkeypatch.setenv("RECU_API_TOKEN", service.token)
         engine = make_engine(url)
-        yield api, make_sessionmaker(engine)
+        yield service.api, make_sessionmaker(engine)
         engine.dispose()
 
 
@@ -78,7 +81,10 @@ def test_twenty_concurrent_submits_with_one_idempotency_key_make_one_job(server)
 
     def post(_):
         response = httpx.post(
-            f"{api}/jobs", json={"epochs": 1}, headers={"Idempotency-Key": "same"}, timeout=30
+            f"{api}/jobs",
+            json={"epochs": 1},
+            headers={"Idempotency-Key": "same", **auth_headers()},
+            timeout=30,
         )
         return response.status_code, response.json()["id"]
 
@@ -86,7 +92,7 @@ def test_twenty_concurrent_submits_with_one_idempotency_key_make_one_job(server)
         answers = list(pool.map(post, range(20)))
     assert {job_id for _, job_id in answers} == {1}
     assert sorted(code for code, _ in answers) == [200] * 19 + [201]
-    assert httpx.get(f"{api}/jobs").json()["total"] == 1
+    assert httpx.get(f"{api}/jobs", headers=auth_headers()).json()["total"] == 1
 
 
 def test_sweep_commands_submit_list_follow_and_cancel(server):
@@ -105,7 +111,12 @@ def test_sweep_commands_submit_list_follow_and_cancel(server):
     assert "sweep 1 queued: 4 trials" in submitted.output
     paper = runner.invoke(app, ["sweep", "--epochs", "2", "--samples", "3", "--api", api])
     assert "sweep 6 queued: 3 trials" in paper.output  # the paper's tau ranges by default
-    assert httpx.get(f"{api}/sweeps/6").json()["spec"]["space"]["tau.tau_e"]["low"] == 0.96
+    assert (
+        httpx.get(f"{api}/sweeps/6", headers=auth_headers()).json()["spec"]["space"]["tau.tau_e"][
+            "low"
+        ]
+        == 0.96
+    )
 
     rejected = runner.invoke(app, ["sweep", "--space", "model=grid:resnet18", "--api", api])
     assert rejected.exit_code == 2

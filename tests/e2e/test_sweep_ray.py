@@ -10,13 +10,12 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
 
-from fastapi.testclient import TestClient  # noqa: E402
 
 from recu_core.config import DatasetConfig  # noqa: E402
 from recu_core.data import load_dataset  # noqa: E402
 from recu_core.train import evaluate_accuracy, load_trained_model  # noqa: E402
-from service.app import create_app  # noqa: E402
 from service.config import ServiceSettings  # noqa: E402
+from tests.api_client import api_client  # noqa: E402
 from workers.loop import WorkerSettings, serve  # noqa: E402
 
 DIGITS = {"name": "digits", "num_train": 1024, "num_test": 256}
@@ -36,7 +35,7 @@ PAPER = {
 @pytest.fixture
 def service(tmp_path):
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
-    with TestClient(create_app(ServiceSettings(database_url=url))) as client:
+    with api_client(ServiceSettings(database_url=url)) as client:
         yield client, WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30)
 
 

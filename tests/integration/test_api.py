@@ -7,19 +7,17 @@ import io
 import os
 
 import pytest
-from fastapi.testclient import TestClient
 
 from recu_db import queue, results
-from service.app import create_app
 from service.config import ServiceSettings
+from tests.api_client import api_client
 
 JOB = {"model": "resnet20", "dataset": {"name": "digits"}, "epochs": 3}
 
 
 @pytest.fixture
 def client(database_url):
-    app = create_app(ServiceSettings(database_url=database_url, max_workers_per_job=4))
-    with TestClient(app) as client:
+    with api_client(ServiceSettings(database_url=database_url, max_workers_per_job=4)) as client:
         yield client
 
 

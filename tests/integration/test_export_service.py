@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 
 import pytest
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from recu_cli.main import app
@@ -15,8 +14,8 @@ from recu_core.export.bnn_file import read_bnn
 from recu_db import queue, results
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.migrate import upgrade
-from service.app import create_app
 from service.config import ServiceSettings
+from tests.api_client import api_client
 
 runner = CliRunner()
 
@@ -47,7 +46,7 @@ def test_api_export_packs_a_stored_checkpoint_and_refuses_what_is_not_one(traine
     engine = make_engine(url)
     upgrade(engine)
     db = make_sessionmaker(engine)
-    with TestClient(create_app(ServiceSettings(database_url=url))) as client:
+    with api_client(ServiceSettings(database_url=url)) as client:
         client.post("/jobs", json={"epochs": 2})
         lease = queue.claim(db, "w", lease_s=60)
         good = results.store_checkpoint(

@@ -113,16 +113,26 @@ def test_cancel_queued_running_twice_and_finished(db):
 
 
 def test_idempotent_submit_under_20_concurrent_requests(db):
-    def submit(_):
-        job, created = queue.submit(db, {"x": 1}, idempotency_key="same-key")
+    """One job per (owner, key) under a race; another owner's same key is its own job."""
+    from recu_db.tokens import ensure_user
+
+    alice, bob = ensure_user(db, "alice").user_id, ensure_user(db, "bob").user_id
+
+    def submit(i):
+        user = alice if i < 20 else bob
+        job, created = queue.submit(db, {"x": 1}, idempotency_key="same-key", user_id=user)
         return job.id, created
 
     with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(pool.map(submit, range(20)))
-    assert len({job_id for job_id, _ in results}) == 1
-    assert sum(created for _, created in results) == 1
+        results = list(pool.map(submit, range(22)))
+    assert len({job_id for job_id, _ in results[:20]}) == 1
+    assert len({job_id for job_id, _ in results[20:]}) == 1
+    assert results[0][0] != results[20][0]
+    assert sum(created for _, created in results) == 2
     with db.begin() as session:
-        assert session.scalar(select(func.count()).select_from(Job)) == 1
+        assert session.scalar(select(func.count()).select_from(Job)) == 2
+    with pytest.raises(ValueError, match="needs an owner"):
+        queue.submit(db, {"x": 1}, idempotency_key="k")
 
 
 def test_state_machine_rejects_illegal_transitions():

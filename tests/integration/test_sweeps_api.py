@@ -4,14 +4,13 @@ planning, validation, listing, cancel with its trials, and the best trial."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from recu_db import queue
 from recu_db.queue import Lease
 from recu_db.states import JobState
 from recu_db.trials import end_open_trials, end_trial, start_trial
-from service.app import create_app
 from service.config import ServiceSettings
+from tests.api_client import api_client
 from tests.integration.test_api import _errors
 
 BASE = {"model": "resnet20", "dataset": {"name": "digits"}, "epochs": 3}
@@ -24,7 +23,7 @@ PAPER = {
 @pytest.fixture
 def client(database_url):
     settings = ServiceSettings(database_url=database_url, max_trials_per_sweep=20)
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         yield client
 
 

@@ -1,0 +1,107 @@
+"""``recu token create|revoke|list``: API tokens, managed on the database directly (run
+where RECU_DATABASE_URL reaches it, as an operator; the API never creates tokens)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+console = Console()
+notes = Console(stderr=True)
+token_app = typer.Typer(help="Create, revoke and list API tokens (on the database directly).")
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="RECU_DATABASE_URL",
+        help="The service's database [env RECU_DATABASE_URL, default the embedded SQLite file].",
+    ),
+]
+
+
+@contextmanager
+def _db(url: str | None) -> Iterator[sessionmaker[Session]]:
+    from recu_db.engine import make_engine, make_sessionmaker
+    from recu_db.migrate import upgrade
+    from service.config import ServiceSettings
+
+    settings = ServiceSettings() if url is None else ServiceSettings(database_url=url)
+    if settings.database_url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+
+
+@token_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="The token's name (unique).")],
+    user: Annotated[
+        str | None, typer.Option(help="The owner; default a user called NAME (created).")
+    ] = None,
+    admin: Annotated[bool, typer.Option(help="The owner sees every user's work.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a token and print it (shown this once; only its hash is stored)."""
+    from recu_db.tokens import TokenError, create_token
+
+    with _db(database_url) as db:
+        try:
+            token = create_token(db, name, user=user, admin=admin)
+        except TokenError as err:
+            console.print(f"[red]{err}[/red]")
+            raise typer.Exit(code=2) from None
+    typer.echo(token)
+    notes.print(
+        f"token {name!r} for user {user or name!r}{' (admin)' if admin else ''}; "
+        "use it with: export RECU_API_TOKEN=<the token above>",
+        style="dim",
+    )
+
+
+@token_app.command("revoke")
+def revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Revoke a token: requests with it are refused (401) from now on."""
+    from recu_db.tokens import revoke_token
+
+    with _db(database_url) as db:
+        if not revoke_token(db, name):
+            console.print(f"[red]no live token called {name!r}[/red]")
+            raise typer.Exit(code=1)
+    console.print(f"token {name!r} revoked")
+
+
+@token_app.command("list")
+def list_(database_url: DatabaseOption = None) -> None:
+    """Every token: name, owner, role, key id, created, revoked."""
+    from recu_db.tokens import list_tokens
+
+    with _db(database_url) as db:
+        rows = list_tokens(db)
+    table = Table("name", "user", "role", "key id", "created", "revoked")
+    for t in rows:
+        table.add_row(
+            t.name,
+            t.user,
+            t.role,
+            t.key_id,
+            f"{t.created_at:%Y-%m-%d %H:%M}",
+            f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "",
+        )
+    console.print(table)
