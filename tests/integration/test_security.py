@@ -1,0 +1,226 @@
+"""Security on a real database (SQLite and PostgreSQL), in-process via TestClient: bearer
+tokens (stored hashed, revocable), ownership without existence leaks, the per-user queue
+cap, the body size cap, dataset roots confined to the data directory, and the explicit
+development mode without auth."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from recu_cli.main import app as cli
+from recu_db import queue, results
+from recu_db.models import ApiToken
+from service.app import AUTH_DISABLED_WARNING, create_app
+from service.config import ServiceSettings
+from tests.api_client import bearer, token_for
+
+JOB = {"model": "resnet20", "dataset": {"name": "digits"}, "epochs": 3}
+SWEEP = {
+    "base": JOB,
+    "space": {
+        "tau.tau_s": {"kind": "grid", "values": [0.85, 0.9]},
+        "tau.tau_e": {"kind": "grid", "values": [0.99]},
+    },
+}
+HEALTH = {"/healthz", "/readyz"}
+
+
+@pytest.fixture
+def settings(database_url, tmp_path):
+    return ServiceSettings(
+        database_url=database_url, max_queued_per_user=3, data_dir=tmp_path / "data"
+    )
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _concrete(path: str) -> str:
+    return path.replace("{job_id}", "1").replace("{sweep_id}", "1").replace("{checkpoint_id}", "1")
+
+
+def test_every_endpoint_but_health_needs_a_live_token(client):
+    operations = [
+        (method.upper(), path)
+        for path, item in client.app.openapi()["paths"].items()
+        for method in item
+    ]
+    assert len(operations) > 15
+    token = token_for(client, "alice")
+    for method, template in operations:
+        path = _concrete(template)
+        plain = client.request(method, path)
+        if template in HEALTH:
+            assert plain.status_code == 200, path
+            continue
+        assert plain.status_code == 401, (method, path, plain.text)
+        assert plain.headers["www-authenticate"] == "Bearer"
+        for wrong in (token[:-1] + ("A" if token[-1] != "A" else "B"), "recu_x_y", "nope"):
+            assert client.request(method, path, headers=bearer(wrong)).status_code == 401
+        assert client.request(method, path, headers=bearer(token)).status_code != 401
+
+
+def test_tokens_from_the_cli_work_are_stored_hashed_and_stop_working_when_revoked(
+    client, database_url
+):
+    runner = CliRunner()
+    created = runner.invoke(cli, ["token", "create", "ci-bot", "--database-url", database_url])
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip().splitlines()[0]
+    assert token.startswith("recu_")
+    assert client.get("/jobs", headers=bearer(token)).status_code == 200
+
+    with client.app.state.sessionmaker() as session:
+        row = session.scalars(select(ApiToken).where(ApiToken.name == "ci-bot")).one()
+        stored = [str(getattr(row, c.key)) for c in ApiToken.__table__.columns]
+    assert not any(token in value or token.split("_")[-1] in value for value in stored)
+
+    again = runner.invoke(cli, ["token", "create", "ci-bot", "--database-url", database_url])
+    assert again.exit_code == 2 and "exists already" in again.output
+    revoked = runner.invoke(cli, ["token", "revoke", "ci-bot", "--database-url", database_url])
+    assert revoked.exit_code == 0, revoked.output
+    assert client.get("/jobs", headers=bearer(token)).status_code == 401
+    listed = runner.invoke(cli, ["token", "list", "--database-url", database_url])
+    assert "ci-bot" in listed.output and "revoked" in listed.output
+    gone = runner.invoke(cli, ["token", "revoke", "ci-bot", "--database-url", database_url])
+    assert gone.exit_code == 1
+
+
+def test_another_users_work_does_not_exist_for_them_and_an_admin_sees_all(client, db):
+    alice, bob = bearer(token_for(client, "alice")), bearer(token_for(client, "bob"))
+    admin = bearer(token_for(client, "root", admin=True))
+    job = client.post("/jobs", json=JOB, headers=alice).json()["id"]
+    sweep = client.post("/sweeps", json=SWEEP, headers=alice).json()["id"]
+    lease = queue.claim(db, "w", lease_s=60)
+    assert lease is not None and lease.job_id == job
+    queue.record_epoch(db, lease, 1, {"test_acc": 0.5})
+    ckpt = results.store_checkpoint(db, lease, 1, {}, io.BytesIO(b"x" * 100), keep=1)
+    assert ckpt is not None
+
+    paths = [
+        f"/jobs/{job}",
+        f"/jobs/{job}/metrics",
+        f"/jobs/{job}/telemetry",
+        f"/jobs/{job}/logs",
+        f"/jobs/{job}/events",
+        f"/jobs/{job}/checkpoints",
+        f"/checkpoints/{ckpt.id}",
+        f"/checkpoints/{ckpt.id}/download",
+        f"/checkpoints/{ckpt.id}/export",
+        f"/sweeps/{sweep}",
+    ]
+    for path in paths:
+        theirs = client.get(path, headers=bob)
+        assert theirs.status_code == 404, path  # exactly what an id that never existed gets
+        assert theirs.json()["detail"].startswith("no "), path
+        if path.endswith("/export"):
+            continue  # packing runs a child process (seconds): the owner's 200 is tested there
+        assert client.get(path, headers=alice).status_code == 200, path
+        assert client.get(path, headers=admin).status_code == 200, path
+    for path in (f"/jobs/{job}/cancel", f"/sweeps/{sweep}/cancel"):
+        assert client.post(path, headers=bob).status_code == 404
+    assert client.get("/jobs", headers=bob).json()["total"] == 0
+    assert client.get("/sweeps", headers=bob).json()["total"] == 0
+    assert client.get("/jobs", params={"kind": "trial"}, headers=bob).json()["total"] == 0
+    assert client.get("/jobs", params={"kind": "trial"}, headers=alice).json()["total"] == 2
+    assert client.get("/jobs", headers=admin).json()["total"] == 1
+    assert client.post(f"/jobs/{job}/cancel", headers=admin).json()["state"] == "cancelling"
+    assert client.get(f"/jobs/{job}", headers=alice).json()["state"] == "cancelling"
+    # An idempotency key is per user: bob's "k" is not alice's "k".
+    a = client.post("/jobs", json=JOB, headers={**alice, "Idempotency-Key": "k"})
+    b = client.post("/jobs", json=JOB, headers={**bob, "Idempotency-Key": "k"})
+    assert (a.status_code, b.status_code) == (201, 201)
+    assert a.json()["id"] != b.json()["id"]
+
+
+def test_queued_jobs_and_sweeps_per_user_are_capped_with_429(client):
+    alice, bob = bearer(token_for(client, "alice")), bearer(token_for(client, "bob"))
+    first = client.post("/jobs", json=JOB, headers={**alice, "Idempotency-Key": "first"})
+    assert client.post("/jobs", json=JOB, headers=alice).status_code == 201
+    assert client.post("/sweeps", json=SWEEP, headers=alice).status_code == 201
+    refused = client.post("/jobs", json=JOB, headers=alice)
+    assert refused.status_code == 429
+    assert "at most 3 queued jobs and sweeps per user" in refused.json()["detail"]
+    assert client.post("/sweeps", json=SWEEP, headers=alice).status_code == 429
+    # A retry of an accepted submit still answers with its job; other users are not capped.
+    retry = client.post("/jobs", json=JOB, headers={**alice, "Idempotency-Key": "first"})
+    assert (retry.status_code, retry.json()["id"]) == (200, first.json()["id"])
+    assert client.post("/jobs", json=JOB, headers=bob).status_code == 201
+    assert client.get("/jobs", headers=alice).json()["total"] == 2  # nothing half-created
+    # A cancelled job no longer counts.
+    client.post(f"/jobs/{first.json()['id']}/cancel", headers=alice)
+    assert client.post("/jobs", json=JOB, headers=alice).status_code == 201
+
+
+def test_bodies_over_the_limit_are_413_declared_or_streamed(database_url, tmp_path):
+    settings = ServiceSettings(database_url=database_url, max_request_bytes=4096)
+    with TestClient(create_app(settings)) as client:
+        auth = bearer(token_for(client, "alice"))
+        padded = {**JOB, "pad": "x" * 5000}
+        declared = client.post("/jobs", json=padded, headers=auth)
+        assert declared.status_code == 413
+        assert "4096 bytes" in declared.json()["detail"]
+
+        def chunks():
+            yield b'{"epochs": 3, "pad": "'
+            for _ in range(10):
+                yield b"x" * 1000
+            yield b'"}'
+
+        streamed = client.post(
+            "/jobs", content=chunks(), headers={**auth, "Content-Type": "application/json"}
+        )
+        assert streamed.status_code == 413
+        assert client.get("/jobs", headers=auth).json()["total"] == 0
+        assert client.post("/jobs", json=JOB, headers=auth).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "root",
+    ["../secrets", "a/../../secrets", "/etc", "~/data", "/tmp/elsewhere", "x/\x00"],
+)
+def test_dataset_roots_outside_the_data_directory_are_refused(client, root):
+    auth = bearer(token_for(client, "alice"))
+    body = {**JOB, "dataset": {"name": "imagefolder", "root": root}}
+    refused = client.post("/jobs", json=body, headers=auth)
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["detail"]
+    assert error["loc"] == ["body", "dataset", "root"]
+    assert "outside the data directory" in error["msg"] or "NUL" in error["msg"]
+    sweep = {**SWEEP, "base": body}
+    swept = client.post("/sweeps", json=sweep, headers=auth)
+    assert swept.status_code == 422
+    assert swept.json()["detail"][0]["loc"] == ["body", "base", "dataset", "root"]
+    assert client.get("/jobs", headers=auth).json()["total"] == 0
+
+
+def test_dataset_roots_inside_the_data_directory_are_accepted(client, settings):
+    auth = bearer(token_for(client, "alice"))
+    inside = str(settings.data_dir.resolve() / "imagenet" / "train")
+    for root in ("cifar-10-batches-py", "a/../b", inside):
+        body = {**JOB, "dataset": {"name": "imagefolder", "root": root}}
+        assert client.post("/jobs", json=body, headers=auth).status_code == 201, root
+
+
+def test_development_mode_without_auth_is_explicit_and_loud(database_url, caplog):
+    with caplog.at_level(logging.WARNING, logger="recu.service"):
+        settings = ServiceSettings(database_url=database_url, auth_disabled=True)
+        with TestClient(create_app(settings)) as client:
+            response = client.post("/jobs", json=JOB)
+            assert response.status_code == 201
+            assert response.headers["x-recu-auth"] == "disabled"
+            assert client.get("/jobs").json()["total"] == 1
+    assert AUTH_DISABLED_WARNING in caplog.text
+    with TestClient(create_app(ServiceSettings(database_url=database_url))) as client:
+        refused = client.get("/jobs")
+        assert refused.status_code == 401
+        assert "x-recu-auth" not in refused.headers
