@@ -80,3 +80,38 @@ def test_telemetry_upserts_and_logs_append(db, lease):
 def test_keep_must_be_positive(db, lease):
     with pytest.raises(ValueError, match="keep must be >= 1, got 0"):
         results.store_checkpoint(db, lease, 1, {}, io.BytesIO(b""), keep=0)
+
+
+def test_a_resumed_job_uses_only_a_checkpoint_that_matches_its_sha256(
+    db, lease, database_url, tmp_path
+):
+    """The worker's resume reads the newest stored checkpoint whose bytes hash to the stored
+    sha256; a corrupted newest one is skipped for the older good one, none good: None."""
+    pytest.importorskip("ray", reason="the worker's resume lives in workers/ (ray)")
+    from sqlalchemy import update
+
+    from workers.train_loop import _latest_checkpoint
+
+    older, newer = os.urandom(3000), os.urandom(3000)
+    first = results.store_checkpoint(db, lease, 1, {}, io.BytesIO(older), keep=5, now=T0)
+    second = results.store_checkpoint(db, lease, 2, {}, io.BytesIO(newer), keep=5, now=T0)
+    assert first is not None and second is not None
+    resumed = _latest_checkpoint(database_url, lease.job_id, tmp_path)
+    assert resumed is not None and resumed.read_bytes() == newer
+
+    with db.begin() as session:  # a flipped byte in storage
+        session.execute(
+            update(CheckpointChunk)
+            .where(CheckpointChunk.checkpoint_id == second.id)
+            .values(data=b"\x00" + newer[1:])
+        )
+    resumed = _latest_checkpoint(database_url, lease.job_id, tmp_path)
+    assert resumed is not None and resumed.read_bytes() == older
+
+    with db.begin() as session:
+        session.execute(
+            update(CheckpointChunk)
+            .where(CheckpointChunk.checkpoint_id == first.id)
+            .values(data=b"\x00" + older[1:])
+        )
+    assert _latest_checkpoint(database_url, lease.job_id, tmp_path) is None
