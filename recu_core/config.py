@@ -24,7 +24,7 @@ ScheduleKind = Literal["exponential", "linear", "constant"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class BinaryOptions(_Strict):

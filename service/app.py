@@ -7,8 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
@@ -17,7 +19,8 @@ from recu_db.tokens import ensure_user
 from service import errors
 from service.auth import DEV_USER, current_principal
 from service.config import ServiceSettings
-from service.limits import BodySizeLimit
+from service.limits import AllowHeader, BodySizeLimit
+from service.responses import AUTHENTICATED
 from service.routes import checkpoints, health, jobs, sweeps
 
 log = logging.getLogger("recu.service")
@@ -59,13 +62,35 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     errors.install(app)
     authenticated = [Depends(current_principal)]
     app.include_router(health.router)
-    app.include_router(jobs.router, dependencies=authenticated)
-    app.include_router(checkpoints.router, dependencies=authenticated)
-    app.include_router(sweeps.router, dependencies=authenticated)
+    for router in (jobs.router, checkpoints.router, sweeps.router):
+        app.include_router(router, dependencies=authenticated, responses=AUTHENTICATED)
+    app.openapi = lambda: deployment_openapi(app, settings)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        AllowHeader,
+        methods_by_path={
+            path: {method.upper() for method in item}
+            for path, item in app.openapi()["paths"].items()
+        },
+    )
     if settings.auth_disabled:
         app.add_middleware(MarkAuthDisabled)
     return app
+
+
+def deployment_openapi(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
+    """The OpenAPI schema with this deployment's limits as the bounds the spec states
+    (workers per job, GPUs per worker), so a client never sends what the schema allows
+    and the settings refuse."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        resources = schema["components"]["schemas"]["Resources"]["properties"]
+        resources["num_workers"]["maximum"] = settings.max_workers_per_job
+        resources["gpus_per_worker"]["maximum"] = settings.max_gpus_per_worker
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 class MarkAuthDisabled:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from recu_db.models import Checkpoint, Job
@@ -35,12 +35,13 @@ def get_session(
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+Id = Annotated[int, Path(ge=1, le=2**31 - 1, description="A row id (a 32-bit integer).")]
 SessionMakerDep = Annotated[sessionmaker[Session], Depends(get_sessionmaker)]
 ReadSessionMakerDep = Annotated[sessionmaker[Session], Depends(get_read_sessionmaker)]
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 
 
-def existing_job(job_id: int, session: SessionDep, principal: PrincipalDep) -> Job:
+def existing_job(job_id: Id, session: SessionDep, principal: PrincipalDep) -> Job:
     """The job, when it exists and the caller may see it (else 404, also for another
     user's job)."""
     job = session.get(Job, job_id)
@@ -50,7 +51,7 @@ def existing_job(job_id: int, session: SessionDep, principal: PrincipalDep) -> J
 
 
 def existing_checkpoint(
-    checkpoint_id: int, session: SessionDep, principal: PrincipalDep
+    checkpoint_id: Id, session: SessionDep, principal: PrincipalDep
 ) -> Checkpoint:
     """The checkpoint, when its job is the caller's (or the caller is an admin)."""
     ckpt = session.get(Checkpoint, checkpoint_id)

@@ -11,7 +11,7 @@ from recu_core.config import TrainConfig
 
 
 class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     num_workers: int = Field(1, ge=1, le=1024, description="DDP workers (Ray Train).")
     use_gpu: bool = False
@@ -20,7 +20,7 @@ class Resources(BaseModel):
 
 
 class CheckpointPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     every_epochs: int = Field(1, ge=1, le=10_000, description="Store a checkpoint every N epochs.")
     keep: int = Field(2, ge=1, le=1000, description="Keep the newest K checkpoints.")

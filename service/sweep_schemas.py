@@ -34,7 +34,7 @@ METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Grid(_Strict):
@@ -85,7 +85,9 @@ class SweepCreate(_Strict):
 
     base: JobCreate = Field(description="The job spec of every trial (as for POST /jobs).")
     space: dict[str, Dimension] = Field(
-        min_length=1, description=f"Searched fields: {', '.join(SEARCHABLE)}."
+        min_length=1,
+        description=f"Searched fields: {', '.join(SEARCHABLE)}.",
+        json_schema_extra={"propertyNames": {"enum": list(SEARCHABLE)}},
     )
     num_samples: int = Field(1, ge=1, le=1000, description="Samples per grid point.")
     search: Literal["random", "grid"] = Field(

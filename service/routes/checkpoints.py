@@ -14,12 +14,13 @@ from fastapi.responses import Response, StreamingResponse
 
 from recu_db.results import iter_checkpoint_bytes
 from service.deps import CheckpointDep, ReadSessionMakerDep
+from service.responses import NOT_FOUND
 from service.schemas import CheckpointPublic
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
 
-@router.get("/{checkpoint_id}", response_model=CheckpointPublic)
+@router.get("/{checkpoint_id}", response_model=CheckpointPublic, responses=NOT_FOUND)
 def get_checkpoint(ckpt: CheckpointDep) -> CheckpointPublic:
     return CheckpointPublic.model_validate(ckpt, from_attributes=True)
 
@@ -27,7 +28,7 @@ def get_checkpoint(ckpt: CheckpointDep) -> CheckpointPublic:
 @router.get(
     "/{checkpoint_id}/download",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={200: {"content": {"application/octet-stream": {}}}, **NOT_FOUND},
 )
 def download_checkpoint(ckpt: CheckpointDep, makers: ReadSessionMakerDep) -> StreamingResponse:
     """The checkpoint's safetensors bytes, streamed chunk by chunk from the database."""
@@ -53,6 +54,7 @@ EXPORT_TIMEOUT_S = 600
     responses={
         200: {"content": {"application/octet-stream": {}}},
         422: {"description": "the checkpoint cannot be exported (e.g. not a binary model)"},
+        **NOT_FOUND,
     },
 )
 def export_checkpoint(ckpt: CheckpointDep, makers: ReadSessionMakerDep) -> Response:

@@ -13,7 +13,8 @@ from recu_db.models import Job
 from recu_db.states import JobState
 from service.auth import PrincipalDep, owner_filter
 from service.config import ServiceSettings
-from service.deps import JobDep, SessionDep, SessionMakerDep, SettingsDep
+from service.deps import Id, JobDep, SessionDep, SessionMakerDep, SettingsDep
+from service.responses import NOT_FOUND, SUBMIT
 from service.schemas import (
     CancelResult,
     CheckpointPublic,
@@ -104,7 +105,15 @@ def check_resources(
     return errors
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    responses={
+        200: {"model": JobPublic, "description": "An earlier submit with this Idempotency-Key."},
+        **SUBMIT,
+    },
+)
 def submit_job(
     body: JobCreate,
     makers: SessionMakerDep,
@@ -160,12 +169,12 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
 def get_job(job: JobDep, session: SessionDep) -> JobPublic:
     return to_public(job, reads.latest_metrics(session, [job.id]))
 
 
-@router.get("/{job_id}/metrics", response_model=list[EpochMetrics])
+@router.get("/{job_id}/metrics", response_model=list[EpochMetrics], responses=NOT_FOUND)
 def get_metrics(
     job: JobDep,
     session: SessionDep,
@@ -179,7 +188,7 @@ def get_metrics(
     ]
 
 
-@router.get("/{job_id}/telemetry", response_model=list[EpochTelemetryPublic])
+@router.get("/{job_id}/telemetry", response_model=list[EpochTelemetryPublic], responses=NOT_FOUND)
 def get_telemetry(
     job: JobDep,
     session: SessionDep,
@@ -189,7 +198,7 @@ def get_telemetry(
     return [EpochTelemetryPublic(epoch=r.epoch, telemetry=r.telemetry) for r in rows]
 
 
-@router.get("/{job_id}/logs", response_model=list[LogLinePublic])
+@router.get("/{job_id}/logs", response_model=list[LogLinePublic], responses=NOT_FOUND)
 def get_logs(
     job: JobDep,
     session: SessionDep,
@@ -200,7 +209,7 @@ def get_logs(
     return [LogLinePublic(attempt=r.attempt, at=r.at, line=r.line) for r in rows]
 
 
-@router.get("/{job_id}/events", response_model=list[EventPublic])
+@router.get("/{job_id}/events", response_model=list[EventPublic], responses=NOT_FOUND)
 def get_events(job: JobDep, session: SessionDep) -> list[EventPublic]:
     return [
         EventPublic(
@@ -214,7 +223,7 @@ def get_events(job: JobDep, session: SessionDep) -> list[EventPublic]:
     ]
 
 
-@router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic])
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic], responses=NOT_FOUND)
 def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
     return [
         CheckpointPublic.model_validate(c, from_attributes=True)
@@ -222,8 +231,8 @@ def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
     ]
 
 
-@router.post("/{job_id}/cancel", response_model=CancelResult)
-def cancel_job(job_id: int, makers: SessionMakerDep, principal: PrincipalDep) -> CancelResult:
+@router.post("/{job_id}/cancel", response_model=CancelResult, responses=NOT_FOUND)
+def cancel_job(job_id: Id, makers: SessionMakerDep, principal: PrincipalDep) -> CancelResult:
     """queued -> cancelled; running -> cancelling (then cancelled by its worker);
     finished jobs are left as they are. 404 for an unknown job or another user's."""
     state = queue.cancel(makers, job_id, user_id=owner_filter(principal))

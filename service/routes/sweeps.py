@@ -19,7 +19,8 @@ from recu_db.demand import resource_demand
 from recu_db.models import Job
 from recu_db.states import JobState
 from service.auth import PrincipalDep, can_see, owner_filter
-from service.deps import ReadSessionMakerDep, SessionDep, SessionMakerDep, SettingsDep
+from service.deps import Id, ReadSessionMakerDep, SessionDep, SessionMakerDep, SettingsDep
+from service.responses import NOT_FOUND, SUBMIT
 from service.routes.jobs import check_limits
 from service.schemas import CancelResult, CheckpointPublic
 from service.sweep_plan import plan
@@ -35,7 +36,7 @@ from service.sweep_schemas import (
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
-def existing_sweep(sweep_id: int, session: SessionDep, principal: PrincipalDep) -> Job:
+def existing_sweep(sweep_id: Id, session: SessionDep, principal: PrincipalDep) -> Job:
     sweep = session.get(Job, sweep_id)
     if sweep is None or sweep.kind != "sweep" or not can_see(principal, sweep):
         raise HTTPException(status_code=404, detail=f"no sweep {sweep_id}")
@@ -95,7 +96,15 @@ def _public(session: Session, sweep: Job) -> tuple[SweepPublic, list[Job]]:
     return view, trials
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepDetail)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepDetail,
+    responses={
+        200: {"model": SweepDetail, "description": "An earlier submit with this Idempotency-Key."},
+        **SUBMIT,
+    },
+)
 def submit_sweep(
     body: SweepCreate,
     makers: SessionMakerDep,
@@ -159,7 +168,7 @@ def list_sweeps(
     )
 
 
-@router.get("/{sweep_id}", response_model=SweepDetail)
+@router.get("/{sweep_id}", response_model=SweepDetail, responses=NOT_FOUND)
 def get_sweep(
     sweep: SweepDep,
     session: SessionDep,
@@ -189,7 +198,7 @@ def get_sweep(
     )
 
 
-@router.post("/{sweep_id}/cancel", response_model=CancelResult)
+@router.post("/{sweep_id}/cancel", response_model=CancelResult, responses=NOT_FOUND)
 def cancel_sweep(sweep: SweepDep, makers: SessionMakerDep) -> CancelResult:
     """queued -> cancelled with its trials; running -> cancelling: its worker stops every
     running trial and ends it cancelled."""

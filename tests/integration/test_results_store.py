@@ -95,9 +95,11 @@ def test_a_resumed_job_uses_only_a_checkpoint_that_matches_its_sha256(
     older, newer = os.urandom(3000), os.urandom(3000)
     first = results.store_checkpoint(db, lease, 1, {}, io.BytesIO(older), keep=5, now=T0)
     second = results.store_checkpoint(db, lease, 2, {}, io.BytesIO(newer), keep=5, now=T0)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     resumed = _latest_checkpoint(database_url, lease.job_id, tmp_path)
-    assert resumed is not None and resumed.read_bytes() == newer
+    assert resumed is not None
+    assert resumed.read_bytes() == newer
 
     with db.begin() as session:  # a flipped byte in storage
         session.execute(
@@ -106,7 +108,8 @@ def test_a_resumed_job_uses_only_a_checkpoint_that_matches_its_sha256(
             .values(data=b"\x00" + newer[1:])
         )
     resumed = _latest_checkpoint(database_url, lease.job_id, tmp_path)
-    assert resumed is not None and resumed.read_bytes() == older
+    assert resumed is not None
+    assert resumed.read_bytes() == older
 
     with db.begin() as session:
         session.execute(

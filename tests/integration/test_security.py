@@ -85,12 +85,14 @@ def test_tokens_from_the_cli_work_are_stored_hashed_and_stop_working_when_revoke
     assert not any(token in value or token.split("_")[-1] in value for value in stored)
 
     again = runner.invoke(cli, ["token", "create", "ci-bot", "--database-url", database_url])
-    assert again.exit_code == 2 and "exists already" in again.output
+    assert again.exit_code == 2
+    assert "exists already" in again.output
     revoked = runner.invoke(cli, ["token", "revoke", "ci-bot", "--database-url", database_url])
     assert revoked.exit_code == 0, revoked.output
     assert client.get("/jobs", headers=bearer(token)).status_code == 401
     listed = runner.invoke(cli, ["token", "list", "--database-url", database_url])
-    assert "ci-bot" in listed.output and "revoked" in listed.output
+    assert "ci-bot" in listed.output
+    assert "revoked" in listed.output
     gone = runner.invoke(cli, ["token", "revoke", "ci-bot", "--database-url", database_url])
     assert gone.exit_code == 1
 
@@ -101,7 +103,8 @@ def test_another_users_work_does_not_exist_for_them_and_an_admin_sees_all(client
     job = client.post("/jobs", json=JOB, headers=alice).json()["id"]
     sweep = client.post("/sweeps", json=SWEEP, headers=alice).json()["id"]
     lease = queue.claim(db, "w", lease_s=60)
-    assert lease is not None and lease.job_id == job
+    assert lease is not None
+    assert lease.job_id == job
     queue.record_epoch(db, lease, 1, {"test_acc": 0.5})
     ckpt = results.store_checkpoint(db, lease, 1, {}, io.BytesIO(b"x" * 100), keep=1)
     assert ckpt is not None
