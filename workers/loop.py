@@ -5,10 +5,13 @@ claims the next queued job that fits in what the cluster has free (see ``Capacit
 it with Ray Train and records its end. A heartbeat thread renews a job's lease every
 lease/3 seconds while it runs; the reaper runs before each claim, so a job whose worker
 died is requeued (or failed after its attempts) by whichever worker looks next.
+A database outage stops no thread: a missed beat is tried again at the next one, an idle
+slot polls on, and a job's end is retried for as long as its lease lasts.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -20,14 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from sqlalchemy.exc import DBAPIError
 
 from recu_db import queue, results
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
+from recu_db.retry import is_transient, retry_transient
 from recu_db.states import JobState
 from workers.capacity import Capacity
 from workers.sweep import run_sweep
 from workers.trainer import run_job
+
+log = logging.getLogger("recu.worker")
 
 
 def _env(name: str, default: str | None = None) -> Callable[[], Any]:
@@ -60,8 +67,13 @@ class WorkerSettings:
 
 def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event) -> None:
     while not stop.wait(lease_s / 3):
-        if queue.heartbeat(db, lease, lease_s=lease_s) is None:
-            return
+        try:
+            if queue.heartbeat(db, lease, lease_s=lease_s) is None:
+                return
+        except DBAPIError as err:  # out of reach: the next beat tries again
+            if not is_transient(err):
+                raise
+            log.warning("heartbeat of job %d missed: database unavailable", lease.job_id)
 
 
 def _claim(db: queue.Db, settings: WorkerSettings, capacity: Capacity) -> Lease | None:
@@ -82,26 +94,34 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
         )
         beat.start()
         try:
-            if lease.kind == "sweep":
-                run_sweep(
-                    lease,
-                    database_url=settings.database_url,
-                    lease_s=settings.lease_s,
-                    runs_dir=settings.runs_dir,
+            state, error, lines = JobState.SUCCEEDED, None, list[str]()
+            try:
+                if lease.kind == "sweep":
+                    run_sweep(
+                        lease,
+                        database_url=settings.database_url,
+                        lease_s=settings.lease_s,
+                        runs_dir=settings.runs_dir,
+                    )
+                else:
+                    run_job(
+                        lease,
+                        database_url=settings.database_url,
+                        lease_s=settings.lease_s,
+                        runs_dir=settings.runs_dir,
+                        max_failures=settings.max_failures,
+                    )
+            except Exception as err:  # the job failed: record why, and go on with the next
+                state, error = JobState.FAILED, f"{type(err).__name__}: {err}"
+                lines = "".join(traceback.format_exception(err)).splitlines()
+            # the end is recorded even across a database outage, for as long as the lease lasts
+            if lines:
+                retry_transient(
+                    lambda: results.append_logs(db, lease, lines), seconds=settings.lease_s
                 )
-            else:
-                run_job(
-                    lease,
-                    database_url=settings.database_url,
-                    lease_s=settings.lease_s,
-                    runs_dir=settings.runs_dir,
-                    max_failures=settings.max_failures,
-                )
-            queue.finish(db, lease, JobState.SUCCEEDED)
-        except Exception as err:  # the job failed: record why, and go on with the next
-            text = "".join(traceback.format_exception(err))
-            results.append_logs(db, lease, text.splitlines())
-            queue.finish(db, lease, JobState.FAILED, error=f"{type(err).__name__}: {err}")
+            retry_transient(
+                lambda: queue.finish(db, lease, state, error=error), seconds=settings.lease_s
+            )
         finally:
             stop.set()
             beat.join()
@@ -116,7 +136,14 @@ def _slot(
     stopping: threading.Event,
 ) -> None:
     while not stopping.is_set():
-        if run_one(settings, db, capacity):
+        try:
+            if run_one(settings, db, capacity):
+                continue
+        except DBAPIError as err:  # out of reach: poll on until it is back
+            if not is_transient(err):
+                raise
+            log.warning("database unavailable (%s); polling on", type(err.orig).__name__)
+            stopping.wait(settings.poll_s)
             continue
         if exit_when_idle and capacity.running() == 0:
             return

@@ -29,6 +29,7 @@ from recu_db import queue, reads, results
 from recu_db.demand import per_worker_resources
 from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from recu_db.queue import Lease
+from recu_db.retry import retry_transient
 from recu_db.states import JobState
 
 log = logging.getLogger("recu.worker")
@@ -103,25 +104,38 @@ def run_training(
                 f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f} "
                 f"test acc {m['test_acc']:.4f} ({m['images_per_s']:.0f} img/s)"
             )
+            # each write retried on its own through a database outage, for as long as the
+            # lease lasts (a fenced write is safe to retry; an ended lease stops the job)
             written = (
-                queue.record_epoch(db, lease, epoch, m)
-                and results.record_telemetry(db, lease, epoch, epoch_report.telemetry)
-                and results.append_logs(db, lease, [line])
+                retry_transient(lambda: queue.record_epoch(db, lease, epoch, m), seconds=lease_s)
+                and retry_transient(
+                    lambda: results.record_telemetry(db, lease, epoch, epoch_report.telemetry),
+                    seconds=lease_s,
+                )
+                and retry_transient(lambda: results.append_logs(db, lease, [line]), seconds=lease_s)
             )
             if written and (epoch % every == 0 or epoch == epoch_report.total_epochs):
                 data = checkpoint_to_bytes(
                     epoch_report.model, epoch_report.optimizer, epoch_report.manifest()
                 )
-                written = (
-                    results.store_checkpoint(db, lease, epoch, m, io.BytesIO(data), keep=keep)
-                    is not None
+                stored = retry_transient(
+                    lambda: results.store_checkpoint(
+                        db, lease, epoch, m, io.BytesIO(data), keep=keep
+                    ),
+                    seconds=lease_s,
                 )
-            state = queue.heartbeat(db, lease, lease_s=lease_s)
+                written = stored is not None
+            state = retry_transient(
+                lambda: queue.heartbeat(db, lease, lease_s=lease_s), seconds=lease_s
+            )
             if not written or state != JobState.RUNNING:
                 raise LeaseLostError(f"job {lease.job_id} is no longer ours to run ({state})")
         report({**m, "epoch": epoch})
 
-    if rank == 0 and queue.heartbeat(db, lease, lease_s=lease_s) != JobState.RUNNING:
+    if rank == 0 and (
+        retry_transient(lambda: queue.heartbeat(db, lease, lease_s=lease_s), seconds=lease_s)
+        != JobState.RUNNING
+    ):
         raise LeaseLostError(f"job {lease.job_id} was cancelled or re-claimed before it started")
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,451 @@
+"""Fault injection with real processes, real Ray and real databases (no mocks).
+
+Queue workers and the API run as subprocesses (a worker as ``python -m workers`` runs,
+with the lease it is given); the workers join the session's Ray instance (``local_ray``)
+through its GCS address, so no test pays for a Ray start. Each test kills something for
+real (a worker process, a Ray Train worker, the API, the PostgreSQL server) and checks
+exact outcomes: states, attempts, the (epoch, attempt) pairs of the metrics history and
+the job's events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
+
+ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
+
+from recu_cli.local_service import free_port, wait_ready  # noqa: E402
+from recu_db import queue, reads  # noqa: E402
+from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker  # noqa: E402
+from recu_db.migrate import upgrade  # noqa: E402
+from recu_db.models import Job  # noqa: E402
+from recu_db.states import TERMINAL  # noqa: E402
+from service.schemas import JobCreate  # noqa: E402
+
+T = TypeVar("T")
+
+TINY: dict[str, Any] = {  # ResNet-20 on 128 digits images: about 0.1 s of compute an epoch
+    "dataset": {"name": "digits", "num_train": 128, "num_test": 64},
+    "batch_size": 64,
+    "kernels": "eager",
+    "resources": {"num_workers": 1},
+}
+POLL_S = 0.2  # how often an idle worker slot reaps and looks for a job
+WORKER_MAIN = (  # `python -m workers`, with the lease and name this test gives it
+    "import sys\n"
+    "from workers.loop import WorkerSettings, serve\n"
+    "serve(WorkerSettings(name=sys.argv[1], lease_s=float(sys.argv[2]), "
+    f"concurrency=int(sys.argv[3]), poll_s={POLL_S}))\n"
+)
+
+
+def _spec(**overrides: Any) -> dict[str, Any]:
+    return JobCreate.model_validate({**TINY, **overrides}).model_dump(
+        mode="json", exclude={"priority", "max_attempts"}
+    )
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"({path.name}: no log)"
+    return f"--- {path.name} ---\n" + "\n".join(
+        path.read_text(errors="replace").splitlines()[-lines:]
+    )
+
+
+def _wait_for(what: str, check: Callable[[], T], seconds: float, logs: tuple[Path, ...] = ()) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tails = "\n".join(_tail(p) for p in logs)
+            pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}\n{tails}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess logging to ``log``, SIGKILLed (if still alive) when the block ends."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def _env(database_url: str, workdir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RECU_DATABASE_URL": database_url,
+        "RECU_RUNS_DIR": str(workdir / "ray-runs"),
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,  # the session's instance
+        "RECU_AUTH_DISABLED": "true",  # for the API; the workers talk to the database
+    }
+
+
+def _worker(
+    workdir: Path, database_url: str, name: str, *, lease_s: float, concurrency: int = 1
+) -> tuple[list[str], dict[str, str], Path]:
+    args = [sys.executable, "-c", WORKER_MAIN, name, str(lease_s), str(concurrency)]
+    return args, _env(database_url, workdir), workdir / f"{name}.log"
+
+
+def _api(
+    workdir: Path, database_url: str, port: int, log: str
+) -> tuple[list[str], dict[str, str], Path]:
+    args = [sys.executable, "-m", "service", "--port", str(port)]
+    return args, _env(database_url, workdir), workdir / log
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    """A migrated SQLite file shared by this test and its worker processes."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    yield url, engine
+    engine.dispose()
+
+
+def _job(engine: Engine, job_id: int) -> Job:
+    with make_read_sessionmaker(engine)() as session:
+        job = session.get(Job, job_id)
+    assert job is not None
+    return job
+
+
+def _history(engine: Engine, job_id: int) -> list[tuple[int, int]]:
+    with make_read_sessionmaker(engine)() as session:
+        return [(m.epoch, m.attempt) for m in reads.metrics_history(session, job_id)]
+
+
+def _events(engine: Engine, job_id: int) -> list[tuple[str | None, str, int, str]]:
+    with make_read_sessionmaker(engine)() as session:
+        return [
+            (e.from_state, e.to_state, e.attempt, e.reason) for e in reads.events(session, job_id)
+        ]
+
+
+def _checkpoints(engine: Engine, job_id: int) -> list[tuple[int, int]]:
+    """(epoch, attempt) of the job's stored checkpoints, oldest first."""
+    with make_read_sessionmaker(engine)() as session:
+        return [(c.epoch, c.attempt) for c in reads.job_checkpoints(session, job_id)]
+
+
+def _train_workers() -> dict[str, tuple[int, str]]:
+    """Every Ray Train worker actor the cluster has had: actor id -> (pid, state).
+    (``ray.util.state`` needs the dashboard; the session's instance runs without one.)"""
+    from ray._private.state import actors
+
+    return {
+        actor_id: (info["Pid"], info["State"])
+        for actor_id, info in actors().items()
+        if info["ActorClassName"] == "RayTrainWorker"
+    }
+
+
+def _assert_ray_released() -> None:
+    """The Ray actors of the jobs (and of killed drivers) are gone, their CPUs free."""
+    _wait_for(
+        "Ray to get its CPUs back",
+        lambda: ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU"),
+        60,
+    )
+
+
+def _reap_while(
+    db: Any, engine: Engine, job_id: int, until: Callable[[Job], bool], seconds: float, logs
+) -> Job:
+    """Reap every 0.1 s, asserting each time that nothing is reaped, until ``until(job)``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert queue.reap(db) == [], "a live lease was reaped"
+        row = _job(engine, job_id)
+        if until(row):
+            return row
+        assert time.monotonic() < deadline, "\n".join(_tail(p) for p in logs)
+        time.sleep(0.1)
+
+
+def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(tmp_path, local_ray, sqlite_db):
+    """Guarantees 3, 1 and 2 on one job (one Ray Train worker, a 3 s lease).
+
+    3: worker A's job outlives four lease periods while worker B's idle slot and this test
+    reap all along: it stays running on attempt 1, never requeued.
+    1: A is SIGKILLed mid-job, past a checkpoint and before the next. Its lease expires,
+    B requeues and claims the job, and attempt 2 starts at the epoch after A's last
+    checkpoint: every epoch exactly once, at most one checkpoint interval redone.
+    2: B's Ray Train worker is SIGKILLed mid-epoch: Ray Train's FailureConfig (the queue
+    worker's ``max_failures``, 1) starts a new worker group, which resumes from the last
+    checkpoint under the same lease; meanwhile the lease is still never reaped, and the
+    job succeeds on attempt 2."""
+    url, engine = sqlite_db
+    lease_s, epochs, every = 3.0, 16, 2
+    db = make_sessionmaker(engine)
+    job, _ = queue.submit(db, _spec(epochs=epochs, checkpoint={"every_epochs": every, "keep": 10}))
+    logs = (tmp_path / "worker-a.log", tmp_path / "worker-b.log")
+    before = set(_train_workers())
+    with _spawn(*_worker(tmp_path, url, "worker-a", lease_s=lease_s)) as a:
+        _wait_for("worker-a's claim", lambda: _job(engine, job.id).owner == "worker-a", 120, logs)
+        claimed = time.monotonic()
+        with _spawn(*_worker(tmp_path, url, "worker-b", lease_s=lease_s)):
+            # 3: kill A only once it has held the job four lease periods and is past a
+            # checkpoint and before the next
+            def mid_interval(row: Job) -> bool:
+                assert (row.state, row.attempt, row.owner) == ("running", 1, "worker-a")
+                assert row.current_epoch < epochs, "the job ended before A could be killed"
+                stored = _checkpoints(engine, job.id)
+                return (
+                    time.monotonic() - claimed > 4 * lease_s
+                    and bool(stored)
+                    and row.current_epoch > stored[-1][0]
+                )
+
+            _reap_while(db, engine, job.id, mid_interval, 120, logs)
+            a.send_signal(signal.SIGKILL)  # 1
+            a.wait()
+            _wait_for(
+                "an epoch of attempt 2",
+                lambda: any(attempt == 2 for _, attempt in _history(engine, job.id)),
+                120,
+                logs,
+            )
+            group = [
+                pid
+                for actor, (pid, state) in _train_workers().items()
+                if actor not in before and state == "ALIVE"
+            ]
+            assert len(group) == 1, group  # B's; A's died with A
+            os.kill(group[0], signal.SIGKILL)  # 2
+            assert _job(engine, job.id).current_epoch < epochs, "the job ended before the kill"
+            _reap_while(db, engine, job.id, lambda row: row.state in TERMINAL, 180, logs)
+    row = _job(engine, job.id)
+    assert (row.state, row.attempt, row.owner) == ("succeeded", 2, None), row.error
+    assert _events(engine, job.id) == [
+        (None, "queued", 0, "submitted"),
+        ("queued", "running", 1, "claimed by worker-a"),
+        ("running", "queued", 1, "lease expired (owner worker-a); requeued"),
+        ("queued", "running", 2, "claimed by worker-b"),
+        ("running", "succeeded", 2, "succeeded"),
+    ]
+    last = max(epoch for epoch, attempt in _checkpoints(engine, job.id) if attempt == 1)
+    assert last % every == 0
+    assert last < epochs
+    # 1: every epoch exactly once; attempt 2 began right after A's last checkpoint
+    assert _history(engine, job.id) == [(e, 1) for e in range(1, last + 1)] + [
+        (e, 2) for e in range(last + 1, epochs + 1)
+    ]
+    with make_read_sessionmaker(engine)() as session:
+        lines = reads.log_lines(session, job.id, offset=0, limit=1000)
+    assert next(ln.line for ln in lines if ln.attempt == 2).startswith(f"epoch {last + 1}/")
+    # 2: three Ray Train workers ran the job: A's, B's first and its replacement
+    assert len(set(_train_workers()) - before) == 3
+    _assert_ray_released()
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL server of the test's own (initdb in a temporary folder, a
+    free port): stopping it disturbs nothing else that uses the machine's server."""
+
+    def __init__(self, bindir: Path, root: Path) -> None:
+        self.bindir, self.root, self.port = bindir, root, free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        # the server refuses to run as root: as root, run its tools as the postgres user
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [*self.as_user, str(self.bindir / tool), *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.root / "server.log")
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-o", options, "-l", log, "-w", "start")
+        _wait_for("PostgreSQL to accept connections", self.accepts, 60)
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", mode, "-w", "stop")
+
+    def accepts(self) -> bool:
+        engine = create_engine(self.url, connect_args={"connect_timeout": 2})
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("select 1"))
+            return True
+        except OperationalError:
+            return False
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running PostgreSQL server to stop and start at will; skips, saying why, where
+    the server's binaries are not installed."""
+    initdb = shutil.which("initdb") or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)), None
+    )
+    if initdb is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root with no postgres user to run a PostgreSQL server as")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start a PostgreSQL server")
+    root = Path(tempfile.mkdtemp(prefix="recu-faults-pg-"))  # pytest's tmp is 0700 root
+    if os.geteuid() == 0:
+        shutil.chown(root, user="postgres")
+    server = PrivatePostgres(Path(initdb).parent, root)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=30)
+
+
+def test_database_restart_and_api_restart_mid_job_lose_nothing(
+    tmp_path, local_ray, private_postgres
+):
+    """Guarantees 4 and 5, on PostgreSQL, around one running job.
+
+    4: the database server restarts mid-job. Meanwhile the API answers 503 with
+    Retry-After (never a 500, a hang or a crash) and it serves again once the server is
+    back. The worker process rides the outage out: its heartbeat thread and its idle slot
+    (which reaps) survive it, the Ray Train worker retries its writes rather than fail
+    (no worker group restart spent on it) and the lease holds (attempt 1, no requeue).
+    5: then the API is SIGKILLed while the job runs; the worker trains on (epochs are
+    recorded while no API runs), and the restarted API shows the job and its epochs.
+    The job succeeds on attempt 1 with every epoch exactly once."""
+    pg = private_postgres
+    epochs, lease_s = 12, 9.0
+    outage_s = lease_s / 3 + 0.5  # long enough for a heartbeat of the worker to fail
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    worker_log = tmp_path / "worker-w.log"
+    logs = (worker_log, tmp_path / "api-1.log", tmp_path / "api-2.log")
+    before = set(_train_workers())
+    with ExitStack() as stack:
+        engine = make_engine(pg.url)
+        stack.callback(engine.dispose)
+        upgrade(engine)
+        # two slots: one runs the job, the other idles and reaps every POLL_S
+        worker = stack.enter_context(
+            _spawn(*_worker(tmp_path, pg.url, "worker-w", lease_s=lease_s, concurrency=2))
+        )
+        first_api = stack.enter_context(_spawn(*_api(tmp_path, pg.url, port, "api-1.log")))
+        wait_ready(api, 60)
+        body = {**TINY, "epochs": epochs, "checkpoint": {"every_epochs": 5, "keep": 1}}
+        created = httpx.post(f"{api}/jobs", json=body, timeout=30)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        _wait_for(
+            "the first epoch",
+            lambda: _get(f"{api}/jobs/{job_id}").json()["current_epoch"] >= 1,
+            120,
+            logs,
+        )
+
+        # 4. The database server restarts mid-job.
+        assert _job(engine, job_id).current_epoch < epochs, "the job ended before the outage"
+        pg.stop()
+        try:
+            during = {
+                "GET /jobs/{id}": _get(f"{api}/jobs/{job_id}"),
+                "GET /jobs": _get(f"{api}/jobs"),
+                "POST /jobs": httpx.post(f"{api}/jobs", json=body, timeout=30),
+                "GET /readyz": _get(f"{api}/readyz"),
+            }
+            time.sleep(outage_s)  # the outage itself: the worker's writes and beats fail
+        finally:
+            pg.start()
+        assert first_api.poll() is None, "the API died in the outage"
+        for request, response in during.items():
+            assert response.status_code == 503, (request, response.status_code, response.text)
+            if request != "GET /readyz":
+                assert int(response.headers["Retry-After"]) > 0
+        after = _get(f"{api}/jobs/{job_id}")
+        assert after.status_code == 200, after.text
+        assert after.json()["state"] == "running"
+
+        # 5. The API dies while the job runs; the worker does not need it.
+        first_api.kill()
+        first_api.wait()
+        seen = _job(engine, job_id).current_epoch
+        assert seen < epochs, "the job ended before the API could be killed"
+        _wait_for(
+            "an epoch recorded while no API runs",
+            lambda: _job(engine, job_id).current_epoch > seen,
+            60,
+            logs,
+        )
+        stack.enter_context(_spawn(*_api(tmp_path, pg.url, port, "api-2.log")))
+        wait_ready(api, 60)
+        shown = _get(f"{api}/jobs/{job_id}").json()
+        assert shown["state"] in {"running", "succeeded"}
+        assert shown["current_epoch"] > seen
+        assert [j["id"] for j in _get(f"{api}/jobs").json()["items"]] == [job_id]
+        history = _get(f"{api}/jobs/{job_id}/metrics").json()
+        assert len(history) > seen
+        assert [(m["epoch"], m["attempt"]) for m in history] == [
+            (e, 1) for e in range(1, len(history) + 1)
+        ]
+
+        _wait_for(
+            "the job to end",
+            lambda: _get(f"{api}/jobs/{job_id}").json()["state"] in TERMINAL,
+            180,
+            logs,
+        )
+        assert worker.poll() is None, "the worker process died"
+        final = _get(f"{api}/jobs/{job_id}").json()
+        assert (final["state"], final["attempt"]) == ("succeeded", 1), final["error"]
+        history = _get(f"{api}/jobs/{job_id}/metrics").json()
+        assert [(m["epoch"], m["attempt"]) for m in history] == [
+            (e, 1) for e in range(1, epochs + 1)
+        ]
+        events = _get(f"{api}/jobs/{job_id}/events").json()
+        assert [(e["to_state"], e["attempt"]) for e in events] == [
+            ("queued", 0),
+            ("running", 1),
+            ("succeeded", 1),
+        ]
+        assert _get(f"{api}/jobs").json()["total"] == 1  # the POST in the outage made none
+    # no thread of the worker died of the outage, and Ray Train never restarted the group
+    assert "Exception in thread" not in worker_log.read_text(), _tail(worker_log, 60)
+    assert len(set(_train_workers()) - before) == 1
+    _assert_ray_released()
