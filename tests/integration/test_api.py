@@ -9,6 +9,7 @@ import os
 import pytest
 
 from recu_db import queue, results
+from recu_db.states import JobState
 from service.config import ServiceSettings
 from tests.api_client import api_client
 
@@ -121,6 +122,15 @@ def test_cancel_queued_running_finished_and_unknown(client, db):
     running = client.post("/jobs", json=JOB).json()["id"]
     queue.claim(db, "w", lease_s=60)
     assert client.post(f"/jobs/{running}/cancel").json()["state"] == "cancelling"
+    assert client.post(f"/jobs/{running}/cancel").json()["state"] == "cancelling"  # twice
+    finished = client.post("/jobs", json=JOB).json()["id"]
+    lease = queue.claim(db, "w", lease_s=60)
+    assert lease is not None
+    assert lease.job_id == finished
+    queue.finish(db, lease, JobState.SUCCEEDED)
+    done = client.post(f"/jobs/{finished}/cancel")
+    assert (done.status_code, done.json()["state"]) == (200, "succeeded")  # left as it is
+    assert client.get(f"/jobs/{finished}").json()["state"] == "succeeded"
     assert client.post("/jobs/999999/cancel").status_code == 404
 
 
