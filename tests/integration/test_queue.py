@@ -220,3 +220,24 @@ def test_api_replicas_starting_together_migrate_once(database_url):
     assert [p.returncode for p in replicas] == [0] * 6, errors
     assert is_current(setup)
     setup.dispose()
+
+
+def test_the_queue_cap_holds_under_20_concurrent_submits(db):
+    """Exactly ``cap`` of 20 racing submits of one owner are queued; the rest are refused,
+    and another owner is not affected."""
+    from recu_db.tokens import ensure_user
+
+    alice, bob = ensure_user(db, "alice").user_id, ensure_user(db, "bob").user_id
+
+    def submit(_):
+        try:
+            queue.submit(db, {"x": 1}, user_id=alice, max_queued=5)
+        except queue.QueueFullError as err:
+            return err.cap
+        return None
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = list(pool.map(submit, range(20)))
+    assert outcomes.count(None) == 5
+    assert outcomes.count(5) == 15
+    assert queue.submit(db, {"x": 1}, user_id=bob, max_queued=5)[1]
