@@ -432,7 +432,7 @@ def main() -> None:
         f"RECU_API_WORKERS={os.environ.get('RECU_API_WORKERS', '1')}, "
         f"RECU_DB_POOL_SIZE={os.environ.get('RECU_DB_POOL_SIZE', 'default')}, "
         f"RECU_MAX_QUEUED_PER_USER={os.environ['RECU_MAX_QUEUED_PER_USER']}, "
-        f"{'token' if os.environ.get('RECU_API_TOKEN') else 'RECU_AUTH_DISABLED=true'}"
+        "auth: bearer token",
     )
     print(f"# {environment()}; {_server_stack()}")
     wanted = {name.strip().lower() for name in args.databases.split(",")}
