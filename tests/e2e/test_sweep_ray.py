@@ -176,7 +176,7 @@ def test_failing_trials_are_recorded_with_their_error_and_the_sweep_goes_on(serv
     """Both trials fail (their dataset folder does not exist): the second still runs after
     the first failed, each records its error and traceback, and the sweep fails saying so."""
     client, settings = service
-    missing = {"name": "imagefolder", "root": "/nonexistent/recu-test-data"}
+    missing = {"name": "imagefolder", "root": "missing/recu-test-data"}  # under RECU_DATA_DIR
     body = {"base": {**BASE, "dataset": missing}, "space": PAPER, "num_samples": 2}
     sweep = client.post("/sweeps", json=body).json()
     serve(settings, exit_when_idle=True)
