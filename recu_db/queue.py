@@ -146,11 +146,11 @@ def _check_queue_cap(
     throughput); within CAP_MARGIN of it, PostgreSQL serialises the owner's submits with
     an advisory lock and counts again, so the cap holds unless more than CAP_MARGIN of one
     owner's submits are in flight at once. SQLite's BEGIN IMMEDIATE serialises always."""
-    queued = _queued(session, user_id)
+    queued = _queued(session, user_id, cap)
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres and queued + CAP_MARGIN >= cap:
         session.execute(select(func.pg_advisory_xact_lock(_QUEUE_CAP_LOCK, user_id or 0)))
-        queued = _queued(session, user_id)
+        queued = _queued(session, user_id, cap)
     if queued < cap:
         return
     if idempotency_key is not None and session.scalar(
@@ -160,15 +160,16 @@ def _check_queue_cap(
     raise QueueFullError(cap)
 
 
-def _queued(session: Session, user_id: int | None) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.user_id == user_id, Job.state == JobState.QUEUED, Job.kind != "trial")
-        )
-        or 0
+def _queued(session: Session, user_id: int | None, cap: int) -> int:
+    """The owner's queued jobs and sweeps, counted up to ``cap`` (the cost stays bounded
+    however long the queue)."""
+    queued = (
+        select(Job.id)
+        .where(Job.user_id == user_id, Job.state == JobState.QUEUED, Job.kind != "trial")
+        .limit(cap)
+        .subquery()
     )
+    return session.scalar(select(func.count()).select_from(queued)) or 0
 
 
 CAP_MARGIN = 64
