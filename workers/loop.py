@@ -45,7 +45,10 @@ def _env(name: str, default: str | None = None) -> Callable[[], Any]:
 class WorkerSettings:
     """Read from the environment when constructed: RECU_DATABASE_URL, RAY_ADDRESS,
     RECU_RUNS_DIR (Ray's own storage for the runs: a path every Ray node sees, or an
-    object-store URI such as s3://bucket/recu), RECU_WORKER_CONCURRENCY."""
+    object-store URI such as s3://bucket/recu), RECU_WORKER_CONCURRENCY, RECU_WORKER_LEASE_S
+    (a job's lease, renewed every third of it; a dead worker's job is requeued after it),
+    RECU_WORKER_POLL_S (how often an idle slot reaps and looks for a job) and
+    RECU_WORKER_MAX_FAILURES (Ray Train restarts of a job's worker group)."""
 
     database_url: str = field(default_factory=_env("RECU_DATABASE_URL", "sqlite:///var/recu.db"))
     ray_address: str | None = field(default_factory=_env("RAY_ADDRESS"))
@@ -55,14 +58,24 @@ class WorkerSettings:
     concurrency: int = field(
         default_factory=lambda: int(os.environ.get("RECU_WORKER_CONCURRENCY", "1"))
     )
-    lease_s: float = 60.0
-    poll_s: float = 1.0
-    max_failures: int = 1
+    lease_s: float = field(
+        default_factory=lambda: float(os.environ.get("RECU_WORKER_LEASE_S", "60"))
+    )
+    poll_s: float = field(default_factory=lambda: float(os.environ.get("RECU_WORKER_POLL_S", "1")))
+    max_failures: int = field(
+        default_factory=lambda: int(os.environ.get("RECU_WORKER_MAX_FAILURES", "1"))
+    )
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.lease_s <= 0 or self.poll_s <= 0:
+            raise ValueError(
+                f"lease_s and poll_s must be positive, got {self.lease_s} and {self.poll_s}"
+            )
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures must be at least 0, got {self.max_failures}")
 
 
 def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event) -> None:

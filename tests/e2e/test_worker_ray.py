@@ -186,3 +186,20 @@ def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path,
     # ... and the wide one was claimed only once both had released their CPUs
     assert started[wide.id] >= max(ended[first.id], ended[second.id])
     engine.dispose()
+
+
+def test_worker_settings_come_from_the_environment_and_are_checked(monkeypatch):
+    monkeypatch.setenv("RECU_WORKER_LEASE_S", "7.5")
+    monkeypatch.setenv("RECU_WORKER_POLL_S", "0.25")
+    monkeypatch.setenv("RECU_WORKER_MAX_FAILURES", "3")
+    monkeypatch.setenv("RECU_WORKER_CONCURRENCY", "2")
+    settings = WorkerSettings()
+    assert (settings.lease_s, settings.poll_s, settings.max_failures) == (7.5, 0.25, 3)
+    assert settings.concurrency == 2
+    monkeypatch.setenv("RECU_WORKER_LEASE_S", "0")
+    with pytest.raises(ValueError, match="lease_s and poll_s must be positive"):
+        WorkerSettings()
+    monkeypatch.setenv("RECU_WORKER_LEASE_S", "60")
+    monkeypatch.setenv("RECU_WORKER_MAX_FAILURES", "-1")
+    with pytest.raises(ValueError, match="max_failures must be at least 0"):
+        WorkerSettings()
