@@ -36,19 +36,18 @@ import random
 import statistics
 import tempfile
 import time
-import uuid
 from collections import Counter
-from contextlib import suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import create_engine, text
 
 from bench.common import environment
 from recu_cli.local_service import local_service
+from recu_db.scratch import scratch_schema
 
 POSTGRES_URL = os.environ.get(
     "RECU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -324,35 +323,11 @@ def _cpu_seconds() -> dict[str, float]:
     return totals
 
 
-def _targets(tmp: str) -> tuple[dict[str, str], str | None]:
-    targets = {"SQLite": f"sqlite:///{tmp}/load.db"}
-    schema = f"load_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        targets["PostgreSQL"] = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    except Exception as err:  # no server: report and go on with SQLite
-        print(f"PostgreSQL skipped: {type(err).__name__}: {str(err).splitlines()[0]}")
-        return targets, None
-    finally:
-        admin.dispose()
-    return targets, schema
-
-
-def _drop(schema: str) -> None:
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
-
-
 def _measure(name: str, url: str, workdir: Path, args: argparse.Namespace) -> list[str]:
     """Start the service on ``url``, (train,) load it; the report's table rows and notes."""
-    env_token = os.environ.get("RECU_API_TOKEN") or None
     with local_service(workdir, database_url=url, workers=0 if args.no_training else 1) as svc:
-        api, token = svc.api, env_token or svc.token  # the local service's own token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        api, token = svc.api, os.environ.get("RECU_API_TOKEN") or svc.token
+        headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=api, timeout=30, headers=headers) as http:
             training, before = None, {}
             if not args.no_training:
@@ -438,17 +413,16 @@ def main() -> None:
     wanted = {name.strip().lower() for name in args.databases.split(",")}
     rows: list[str] = []
     notes: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        targets, schema = _targets(tmp)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        targets = {"SQLite": f"sqlite:///{tmp}/load.db"}
         try:
-            for name, url in targets.items():
-                if name.lower() in wanted:
-                    for line in _measure(name, url, Path(tmp) / name, args):
-                        (rows if line.startswith("|") else notes).append(line)
-        finally:
-            if schema is not None:
-                with suppress(Exception):
-                    _drop(schema)
+            targets["PostgreSQL"] = stack.enter_context(scratch_schema(POSTGRES_URL, "load"))
+        except Exception as err:  # no server: report and go on with SQLite
+            print(f"PostgreSQL skipped: {type(err).__name__}: {str(err).splitlines()[0]}")
+        for name, url in targets.items():
+            if name.lower() in wanted:
+                for line in _measure(name, url, Path(tmp) / name, args):
+                    (rows if line.startswith("|") else notes).append(line)
     print("| database | request | answered | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -42,18 +42,26 @@ def wait_ready(api: str, seconds: float = 60) -> None:
 
 
 @contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "w") as out:
+def process(
+    args: list[str], env: dict[str, str], log: Path, *, grace_s: float = 30
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess logging to ``log``; stopped when the block ends: SIGTERM, then SIGKILL
+    after ``grace_s`` (0: SIGKILL at once)."""
+    with open(log, "wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if proc.poll() is None:
+                if grace_s > 0:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=grace_s)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                else:
+                    proc.kill()
+            proc.wait()
 
 
 @dataclass(frozen=True)
@@ -106,10 +114,10 @@ def local_service(
     api = f"http://127.0.0.1:{port}"
     with ExitStack() as stack:
         server = [sys.executable, "-m", "service", "--port", str(port)]
-        stack.enter_context(_process(server, env, workdir / "api.log"))
+        stack.enter_context(process(server, env, workdir / "api.log"))
         wait_ready(api)
         token = create_local_token(database_url)
         for i in range(workers):
             worker = [sys.executable, "-m", "workers", *worker_args]
-            stack.enter_context(_process(worker, env, workdir / f"worker-{i}.log"))
+            stack.enter_context(process(worker, env, workdir / f"worker-{i}.log"))
         yield LocalService(api, token)

@@ -27,20 +27,13 @@ DatabaseOption = Annotated[
 
 @contextmanager
 def _db(url: str | None) -> Iterator[sessionmaker[Session]]:
-    from recu_db.engine import make_engine, make_sessionmaker
-    from recu_db.migrate import upgrade
+    from recu_db.engine import make_sessionmaker
+    from recu_db.migrate import migrated_engine
     from service.config import ServiceSettings
 
     settings = ServiceSettings() if url is None else ServiceSettings(database_url=url)
-    if settings.database_url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
-            parents=True, exist_ok=True
-        )
-    engine = make_engine(settings.database_url)
+    engine = migrated_engine(settings.database_url)
     try:
-        upgrade(engine)
         yield make_sessionmaker(engine)
     finally:
         engine.dispose()

@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from recu_db.engine import make_engine
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -18,6 +20,16 @@ def alembic_config(engine: Engine) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
     return config
+
+
+def migrated_engine(url: str) -> Engine:
+    """An engine on ``url`` with the schema at the newest migration; a SQLite file's folder
+    is created first (what the API does at start-up, and the token commands)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

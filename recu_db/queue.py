@@ -102,8 +102,11 @@ def submit(
     now = now or utcnow()
     try:
         with db.begin() as session:
-            if max_queued is not None:
-                _check_queue_cap(session, user_id, idempotency_key, max_queued)
+            if max_queued is not None and _at_cap(session, user_id, max_queued):
+                earlier = _by_key(session, user_id, idempotency_key)
+                if earlier is None:
+                    raise QueueFullError(max_queued)
+                return earlier, False  # a retry of an accepted submit is not refused
             cpus, gpus = demand or resource_demand(spec)
             job = Job(
                 kind=kind,
@@ -124,24 +127,25 @@ def submit(
             for index, trial_spec in enumerate(trials):
                 _add_trial(session, job, index, trial_spec, now)
         return job, True
-    except (IntegrityError, _SameKeyError):
+    except IntegrityError:
         if idempotency_key is None:
             raise
         with db.begin() as session:
-            existing = session.scalars(
-                select(Job).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key)
-            ).one()
+            existing = _by_key(session, user_id, idempotency_key)
+        assert existing is not None  # the unique (owner, key) index refused the insert
         return existing, False
 
 
-class _SameKeyError(Exception):
-    """The owner is at the cap but resubmits a key it used: answer with that job."""
+def _by_key(session: Session, user_id: int | None, idempotency_key: str | None) -> Job | None:
+    if idempotency_key is None:
+        return None
+    return session.scalars(
+        select(Job).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key)
+    ).one_or_none()
 
 
-def _check_queue_cap(
-    session: Session, user_id: int | None, idempotency_key: str | None, cap: int
-) -> None:
-    """QueueFullError when the owner has ``cap`` queued jobs and sweeps. Far below the cap
+def _at_cap(session: Session, user_id: int | None, cap: int) -> bool:
+    """Whether the owner has ``cap`` queued jobs and sweeps. Far below the cap
     the count takes no lock (it serialised every submit of one owner: half the POST
     throughput); within CAP_MARGIN of it, PostgreSQL serialises the owner's submits with
     an advisory lock and counts again, so the cap holds unless more than CAP_MARGIN of one
@@ -151,13 +155,7 @@ def _check_queue_cap(
     if postgres and queued + CAP_MARGIN >= cap:
         session.execute(select(func.pg_advisory_xact_lock(_QUEUE_CAP_LOCK, user_id or 0)))
         queued = _queued(session, user_id, cap)
-    if queued < cap:
-        return
-    if idempotency_key is not None and session.scalar(
-        select(Job.id).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key)
-    ):
-        raise _SameKeyError
-    raise QueueFullError(cap)
+    return queued >= cap
 
 
 def _queued(session: Session, user_id: int | None, cap: int) -> int:

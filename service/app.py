@@ -6,19 +6,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
-from recu_db.migrate import upgrade
+from recu_db.engine import make_read_sessionmaker, make_sessionmaker
+from recu_db.migrate import migrated_engine
 from recu_db.tokens import ensure_user
 from service import errors
-from service.auth import DEV_USER, current_principal
+from service.auth import DEV_USER
 from service.config import ServiceSettings
+from service.deps import current_principal
 from service.limits import AllowHeader, BodySizeLimit
 from service.responses import AUTHENTICATED
 from service.routes import checkpoints, health, jobs, sweeps
@@ -36,12 +36,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.database_url.startswith("sqlite:///"):
-            Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True
-            )
-        engine = make_engine(settings.database_url)
-        upgrade(engine)
+        engine = migrated_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_sessionmaker = make_read_sessionmaker(engine)

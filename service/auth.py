@@ -1,6 +1,6 @@
 """Bearer-token authentication and ownership.
 
-Every route but the health checks depends on ``current_principal``: a request without a
+Every route but the health checks depends on ``service.deps.current_principal``: a request without a
 live token is 401. With ``RECU_AUTH_DISABLED=true`` (development only; the service logs a
 warning at start-up and on every response sets ``X-Recu-Auth: disabled``) every request
 acts as the admin user "local". A job, sweep or checkpoint is visible only to its owner
@@ -9,10 +9,9 @@ and to admins; to anyone else it does not exist (404, never 403: no existence le
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from recu_db.models import Job
 from recu_db.tokens import Principal, authenticate
@@ -33,23 +32,19 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def current_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+def principal_for(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, session: Session
 ) -> Principal:
+    """Who the request acts for (its token looked up on ``session``); 401 without one."""
     dev: Principal | None = request.app.state.dev_principal
     if dev is not None:
         return dev
     if credentials is None:
         raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    with request.app.state.read_sessionmaker() as session:
-        principal = authenticate(session, credentials.credentials)
+    principal = authenticate(session, credentials.credentials)
     if principal is None:
         raise _unauthorized("invalid or revoked token")
     return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 def owner_filter(principal: Principal) -> int | None:

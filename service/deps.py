@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session, sessionmaker
 
 from recu_db.models import Checkpoint, Job
-from service.auth import PrincipalDep, can_see
+from recu_db.tokens import Principal
+from service.auth import bearer, can_see, principal_for
 from service.config import ServiceSettings
 
 
@@ -35,6 +37,18 @@ def get_session(
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    session: SessionDep,
+) -> Principal:
+    """The caller, its token looked up on the request's own read session."""
+    return principal_for(request, credentials, session)
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
 Id = Annotated[int, Path(ge=1, le=2**31 - 1, description="A row id (a 32-bit integer).")]
 SessionMakerDep = Annotated[sessionmaker[Session], Depends(get_sessionmaker)]
 ReadSessionMakerDep = Annotated[sessionmaker[Session], Depends(get_read_sessionmaker)]

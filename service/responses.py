@@ -22,8 +22,17 @@ AUTHENTICATED: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: _error("No such id, or one that belongs to another user."),
 }
-SUBMIT: dict[int | str, dict[str, Any]] = {
+_SUBMIT: dict[int | str, dict[str, Any]] = {
     400: _error("The body is not JSON (not even UTF-8)."),
     413: _error("The request body is larger than RECU_MAX_REQUEST_BYTES."),
     429: _error("The user already has RECU_MAX_QUEUED_PER_USER queued jobs and sweeps."),
 }
+
+
+def submit_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """What a POST that queues work answers besides 201: the earlier item for a repeated
+    Idempotency-Key (200), and the submit errors."""
+    return {
+        200: {"model": model, "description": "An earlier submit with this Idempotency-Key."},
+        **_SUBMIT,
+    }

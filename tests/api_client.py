@@ -3,6 +3,7 @@ of a real user, as every client of the service must."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,10 +17,7 @@ from service.config import ServiceSettings
 def token_for(client: TestClient, user: str, *, admin: bool = False) -> str:
     """A new token for ``user`` (created when missing) on the app's database."""
     makers = client.app.state.sessionmaker  # type: ignore[attr-defined]
-    count = len(client.app.state.__dict__.setdefault("_test_tokens", []))  # type: ignore[attr-defined]
-    token = create_token(makers, f"{user}-{count}", user=user, admin=admin)
-    client.app.state._test_tokens.append(token)  # type: ignore[attr-defined]
-    return token
+    return create_token(makers, f"{user}-{uuid.uuid4().hex[:8]}", user=user, admin=admin)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ with the reason when no server answers.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from recu_db.engine import make_engine, make_sessionmaker
-from recu_db.migrate import upgrade
+from recu_db.migrate import migrated_engine
+from recu_db.scratch import scratch_schema
 
 POSTGRES_URL = os.environ.get(
     "RECU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -43,26 +43,14 @@ def postgres_skip_reason() -> str | None:
 def database_url(request, tmp_path, postgres_skip_reason) -> Iterator[str]:
     """A migrated, empty database URL: a SQLite file, or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'queue.db'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        yield url
+        migrated_engine(f"sqlite:///{tmp_path / 'queue.db'}").dispose()
+        yield f"sqlite:///{tmp_path / 'queue.db'}"
         return
     if postgres_skip_reason:
         pytest.skip(postgres_skip_reason)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with scratch_schema(POSTGRES_URL) as url:
+        migrated_engine(url).dispose()
+        yield url
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray.train
 import torch
@@ -33,6 +33,7 @@ from recu_db.retry import retry_transient
 from recu_db.states import JobState
 
 log = logging.getLogger("recu.worker")
+T = TypeVar("T")
 
 
 class LeaseLostError(RuntimeError):
@@ -96,6 +97,11 @@ def run_training(
     engine = make_engine(database_url)
     db = make_sessionmaker(engine)
 
+    def durable(write: Callable[[], T]) -> T:
+        """``write()``, retried through a database outage for as long as the lease lasts
+        (a fenced write is safe to retry; an ended lease stops the job)."""
+        return retry_transient(write, seconds=lease_s)
+
     def on_epoch(epoch_report: EpochReport) -> None:
         m, epoch = epoch_report.metrics, epoch_report.epoch
         if rank == 0:
@@ -104,37 +110,31 @@ def run_training(
                 f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f} "
                 f"test acc {m['test_acc']:.4f} ({m['images_per_s']:.0f} img/s)"
             )
-            # each write retried on its own through a database outage, for as long as the
-            # lease lasts (a fenced write is safe to retry; an ended lease stops the job)
             written = (
-                retry_transient(lambda: queue.record_epoch(db, lease, epoch, m), seconds=lease_s)
-                and retry_transient(
-                    lambda: results.record_telemetry(db, lease, epoch, epoch_report.telemetry),
-                    seconds=lease_s,
+                durable(lambda: queue.record_epoch(db, lease, epoch, m))
+                and durable(
+                    lambda: results.record_telemetry(db, lease, epoch, epoch_report.telemetry)
                 )
-                and retry_transient(lambda: results.append_logs(db, lease, [line]), seconds=lease_s)
+                and durable(lambda: results.append_logs(db, lease, [line]))
             )
             if written and (epoch % every == 0 or epoch == epoch_report.total_epochs):
                 data = checkpoint_to_bytes(
                     epoch_report.model, epoch_report.optimizer, epoch_report.manifest()
                 )
-                stored = retry_transient(
+                stored = durable(
                     lambda: results.store_checkpoint(
                         db, lease, epoch, m, io.BytesIO(data), keep=keep
-                    ),
-                    seconds=lease_s,
+                    )
                 )
                 written = stored is not None
-            state = retry_transient(
-                lambda: queue.heartbeat(db, lease, lease_s=lease_s), seconds=lease_s
-            )
+            state = durable(lambda: queue.heartbeat(db, lease, lease_s=lease_s))
             if not written or state != JobState.RUNNING:
                 raise LeaseLostError(f"job {lease.job_id} is no longer ours to run ({state})")
         report({**m, "epoch": epoch})
 
-    if rank == 0 and (
-        retry_transient(lambda: queue.heartbeat(db, lease, lease_s=lease_s), seconds=lease_s)
-        != JobState.RUNNING
+    if (
+        rank == 0
+        and durable(lambda: queue.heartbeat(db, lease, lease_s=lease_s)) != JobState.RUNNING
     ):
         raise LeaseLostError(f"job {lease.job_id} was cancelled or re-claimed before it started")
     try:

@@ -11,10 +11,10 @@ from recu_core.paths import RootOutsideDataDirError, confined_root
 from recu_db import queue, reads
 from recu_db.models import Job
 from recu_db.states import JobState
-from service.auth import PrincipalDep, owner_filter
+from service.auth import owner_filter
 from service.config import ServiceSettings
-from service.deps import Id, JobDep, SessionDep, SessionMakerDep, SettingsDep
-from service.responses import NOT_FOUND, SUBMIT
+from service.deps import Id, JobDep, PrincipalDep, SessionDep, SessionMakerDep, SettingsDep
+from service.responses import NOT_FOUND, submit_responses
 from service.schemas import (
     CancelResult,
     CheckpointPublic,
@@ -109,10 +109,7 @@ def check_resources(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobPublic,
-    responses={
-        200: {"model": JobPublic, "description": "An earlier submit with this Idempotency-Key."},
-        **SUBMIT,
-    },
+    responses=submit_responses(JobPublic),
 )
 def submit_job(
     body: JobCreate,

@@ -18,9 +18,16 @@ from recu_db import queue, reads
 from recu_db.demand import resource_demand
 from recu_db.models import Job
 from recu_db.states import JobState
-from service.auth import PrincipalDep, can_see, owner_filter
-from service.deps import Id, ReadSessionMakerDep, SessionDep, SessionMakerDep, SettingsDep
-from service.responses import NOT_FOUND, SUBMIT
+from service.auth import can_see, owner_filter
+from service.deps import (
+    Id,
+    PrincipalDep,
+    ReadSessionMakerDep,
+    SessionDep,
+    SessionMakerDep,
+    SettingsDep,
+)
+from service.responses import NOT_FOUND, submit_responses
 from service.routes.jobs import check_limits
 from service.schemas import CancelResult, CheckpointPublic
 from service.sweep_plan import plan
@@ -100,10 +107,7 @@ def _public(session: Session, sweep: Job) -> tuple[SweepPublic, list[Job]]:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SweepDetail,
-    responses={
-        200: {"model": SweepDetail, "description": "An earlier submit with this Idempotency-Key."},
-        **SUBMIT,
-    },
+    responses=submit_responses(SweepDetail),
 )
 def submit_sweep(
     body: SweepCreate,

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from sqlalchemy.exc import OperationalError
 
 ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
 
-from recu_cli.local_service import free_port, wait_ready  # noqa: E402
+from recu_cli.local_service import free_port, process, wait_ready  # noqa: E402
 from recu_db import queue, reads  # noqa: E402
 from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker  # noqa: E402
 from recu_db.migrate import upgrade  # noqa: E402
@@ -83,17 +83,9 @@ def _wait_for(what: str, check: Callable[[], T], seconds: float, logs: tuple[Pat
         time.sleep(0.1)
 
 
-@contextmanager
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> Any:
     """A subprocess logging to ``log``, SIGKILLed (if still alive) when the block ends."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+    return process(args, env, log, grace_s=0)
 
 
 def _env(database_url: str, workdir: Path) -> dict[str, str]:
