@@ -29,11 +29,14 @@ class Capacity:
             max(0.0, min(available.get("GPU", 0.0), total.get("GPU", 0.0) - held_gpus)),
         )
 
+    def hold(self, job_id: int, demand: tuple[float, float]) -> None:
+        """Count ``demand`` as taken; call with ``lock`` held, in the same critical
+        section as the claim, so no other slot sees the claimed resources as free."""
+        self._held[job_id] = demand
+
     @contextmanager
-    def holding(self, job_id: int, demand: tuple[float, float]) -> Iterator[None]:
-        """Count ``demand`` as taken while the job runs."""
-        with self.lock:
-            self._held[job_id] = demand
+    def releasing(self, job_id: int) -> Iterator[None]:
+        """Give the job's resources back when the block ends."""
         try:
             yield
         finally:

@@ -92,7 +92,10 @@ def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event
 def _claim(db: queue.Db, settings: WorkerSettings, capacity: Capacity) -> Lease | None:
     with capacity.lock:
         queue.reap(db)
-        return queue.claim(db, settings.name, lease_s=settings.lease_s, free=capacity.free())
+        lease = queue.claim(db, settings.name, lease_s=settings.lease_s, free=capacity.free())
+        if lease is not None:
+            capacity.hold(lease.job_id, (lease.cpus, lease.gpus))
+        return lease
 
 
 def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
@@ -100,7 +103,7 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
     lease = _claim(db, settings, capacity)
     if lease is None:
         return False
-    with capacity.holding(lease.job_id, (lease.cpus, lease.gpus)):
+    with capacity.releasing(lease.job_id):
         stop = threading.Event()
         beat = threading.Thread(
             target=_heartbeat, args=(db, lease, settings.lease_s, stop), daemon=True
