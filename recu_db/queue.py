@@ -247,7 +247,15 @@ def claim(
             f"claimed by {owner}",
             now,
         )
-        return Lease(job_id=row.id, attempt=row.attempt, owner=owner, spec=row.spec, kind=row.kind)
+        return Lease(
+            job_id=row.id,
+            attempt=row.attempt,
+            owner=owner,
+            spec=row.spec,
+            kind=row.kind,
+            cpus=row.cpus,
+            gpus=row.gpus,
+        )
 
 
 def fence(lease: Lease) -> tuple[Any, ...]:

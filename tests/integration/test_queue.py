@@ -155,9 +155,13 @@ def test_claim_takes_only_a_job_that_fits_in_the_free_resources(db):
     assert (_job(db, gpu.id).cpus, _job(db, gpu.id).gpus) == (1.0, 1.0)
     assert queue.claim(db, "w", lease_s=LEASE, free=(1.5, 0.0), now=T0) is None
     # the small job backfills past the two higher-priority ones that do not fit
-    assert queue.claim(db, "w", lease_s=LEASE, free=(2.0, 0.0), now=T0).job_id == small.id
-    assert queue.claim(db, "w", lease_s=LEASE, free=(7.0, 1.0), now=T0).job_id == gpu.id
-    assert queue.claim(db, "w", lease_s=LEASE, free=(8.0, 0.0), now=T0).job_id == big.id
+    leases = [
+        queue.claim(db, "w", lease_s=LEASE, free=free, now=T0)
+        for free in ((2.0, 0.0), (7.0, 1.0), (8.0, 0.0))
+    ]
+    assert [lease.job_id for lease in leases] == [small.id, gpu.id, big.id]
+    # each lease carries its job's demand: what the worker holds while the job runs
+    assert [(lease.cpus, lease.gpus) for lease in leases] == [(2.0, 0.0), (1.0, 1.0), (8.0, 0.0)]
 
 
 def test_migration_fills_in_the_demand_of_jobs_queued_before_it(engine):
