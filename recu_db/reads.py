@@ -59,10 +59,19 @@ def metrics_history(session: Session, job_id: int) -> Sequence[EpochMetric]:
     ).all()
 
 
-def telemetry_history(session: Session, job_id: int) -> Sequence[EpochTelemetry]:
-    return session.scalars(
-        select(EpochTelemetry).where(EpochTelemetry.job_id == job_id).order_by(EpochTelemetry.epoch)
-    ).all()
+def telemetry_history(
+    session: Session, job_id: int, max_points: int | None = None
+) -> Sequence[EpochTelemetry]:
+    """Per-epoch telemetry in epoch order; with ``max_points``, only the evenly spaced
+    epochs ``downsample`` keeps are read (the epoch numbers first, then those rows)."""
+    where = EpochTelemetry.job_id == job_id
+    if max_points is not None:
+        epochs = session.scalars(
+            select(EpochTelemetry.epoch).where(where).order_by(EpochTelemetry.epoch)
+        ).all()
+        if len(epochs) > max_points:
+            where = where & EpochTelemetry.epoch.in_(downsample(epochs, max_points))
+    return session.scalars(select(EpochTelemetry).where(where).order_by(EpochTelemetry.epoch)).all()
 
 
 def log_lines(session: Session, job_id: int, *, offset: int, limit: int) -> Sequence[LogLine]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recu_db.engine import make_read_sessionmaker, make_sessionmaker
@@ -18,6 +19,7 @@ from recu_db.tokens import ensure_user
 from service import errors
 from service.auth import DEV_USER
 from service.config import ServiceSettings
+from service.dashboard import routes as dashboard
 from service.deps import current_principal
 from service.limits import AllowHeader, BodySizeLimit
 from service.responses import AUTHENTICATED
@@ -59,6 +61,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     for router in (jobs.router, checkpoints.router, sweeps.router):
         app.include_router(router, dependencies=authenticated, responses=AUTHENTICATED)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.root)
+    app.mount("/ui/static", StaticFiles(directory=dashboard.STATIC), name="ui-static")
     app.openapi = lambda: deployment_openapi(app, settings)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(

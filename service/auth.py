@@ -5,6 +5,12 @@ live token is 401. With ``RECU_AUTH_DISABLED=true`` (development only; the servi
 warning at start-up and on every response sets ``X-Recu-Auth: disabled``) every request
 acts as the admin user "local". A job, sweep or checkpoint is visible only to its owner
 and to admins; to anyone else it does not exist (404, never 403: no existence leak).
+
+The web dashboard signs in once (``POST /ui/session``) and then sends the same token in an
+HttpOnly, SameSite=Strict session cookie. A request that authenticates by that cookie and
+changes anything (any method but GET/HEAD/OPTIONS) must also carry the header
+``X-Recu-Dashboard: 1``: a cross-site form cannot set it, so the cookie alone never
+cancels a job (CSRF).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from recu_db.models import Job
 from recu_db.tokens import Principal, authenticate
 
 DEV_USER = "local"
+SESSION_COOKIE = "recu_session"
+CSRF_HEADER = "X-Recu-Dashboard"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -39,9 +48,17 @@ def principal_for(
     dev: Principal | None = request.app.state.dev_principal
     if dev is not None:
         return dev
-    if credentials is None:
-        raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    principal = authenticate(session, credentials.credentials)
+    token = credentials.credentials if credentials is not None else None
+    if token is None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token is None:
+            raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
+            raise HTTPException(
+                status_code=status.HTTP_403_FORBIDDEN,
+                detail=f"a session-cookie request that changes state needs '{CSRF_HEADER}: 1'",
+            )
+    principal = authenticate(session, token)
     if principal is None:
         raise _unauthorized("invalid or revoked token")
     return principal

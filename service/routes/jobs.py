@@ -190,9 +190,26 @@ def get_telemetry(
     job: JobDep,
     session: SessionDep,
     max_points: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    layer: Annotated[list[str] | None, Query(max_length=1000)] = None,
+    hist: bool = True,
 ) -> list[EpochTelemetryPublic]:
-    rows = reads.downsample(reads.telemetry_history(session, job.id), max_points)
-    return [EpochTelemetryPublic(epoch=r.epoch, telemetry=r.telemetry) for r in rows]
+    """Per-layer weight telemetry per epoch. ``max_points`` downsamples the epochs evenly
+    (first and last kept), ``layer`` (repeatable) keeps only the named layers, and
+    ``hist=false`` leaves out the histograms (the scalars alone are ~10x smaller)."""
+    rows = reads.telemetry_history(session, job.id, max_points)
+    return [
+        EpochTelemetryPublic(epoch=r.epoch, telemetry=_select(r.telemetry, layer, hist))
+        for r in rows
+    ]
+
+
+def _select(telemetry: dict[str, Any], layers: list[str] | None, hist: bool) -> dict[str, Any]:
+    kept = {
+        name: entry if hist else {k: v for k, v in entry.items() if k != "hist"}
+        for name, entry in telemetry.get("layers", {}).items()
+        if layers is None or name in layers
+    }
+    return {**telemetry, "layers": kept}
 
 
 @router.get("/{job_id}/logs", response_model=list[LogLinePublic], responses=NOT_FOUND)

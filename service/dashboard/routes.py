@@ -1,0 +1,119 @@
+"""/ui: the dashboard's pages, its static files, and signing in and out.
+
+Pages are static shells (no data in them); their scripts read the same REST API as any
+client, authenticated by the ``recu_session`` cookie that ``POST /ui/session`` sets from
+an API token. The cookie is HttpOnly (scripts never see the token), SameSite=Strict,
+Secure on https, and lasts for the browser session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import FileResponse, RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from recu_db.tokens import authenticate
+from service.auth import SESSION_COOKIE
+from service.deps import Id, SessionDep
+
+STATIC = Path(__file__).parent / "static"
+
+# Scripts and styles only from this origin; no inline code, no frames, no third parties.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+root = APIRouter(include_in_schema=False)
+
+
+@root.get("/")
+def index() -> RedirectResponse:
+    return RedirectResponse("/ui/jobs", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+def _page(name: str) -> FileResponse:
+    return FileResponse(STATIC / f"{name}.html", headers=SECURITY_HEADERS)
+
+
+@router.get("")
+def home() -> RedirectResponse:
+    return RedirectResponse("/ui/jobs", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+@router.get("/jobs")
+def jobs_page() -> FileResponse:
+    return _page("jobs")
+
+
+@router.get("/jobs/{job_id}")
+def job_page(job_id: Id) -> FileResponse:
+    return _page("job")
+
+
+@router.get("/sweeps")
+def sweeps_page() -> FileResponse:
+    return _page("sweeps")
+
+
+@router.get("/sweeps/{sweep_id}")
+def sweep_page(sweep_id: Id) -> FileResponse:
+    return _page("sweep")
+
+
+@router.get("/login")
+def login_page() -> FileResponse:
+    return _page("login")
+
+
+class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200, description="An API token.")
+
+
+@router.post("/session", status_code=status.HTTP_204_NO_CONTENT)
+def sign_in(body: SignIn, request: Request, session: SessionDep) -> Response:
+    """Check the token and keep it in the session cookie; 401 for a dead token."""
+    principal = authenticate(session, body.token.strip())
+    if principal is None:
+        raise HTTPException(status_code=401, detail="invalid or revoked token")
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.set_cookie(
+        SESSION_COOKIE,
+        body.token.strip(),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+def sign_out() -> Response:
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/whoami")
+def whoami(request: Request, session: SessionDep) -> dict[str, object]:
+    """Who the dashboard acts for: the signed-in user, the development user, or nobody
+    (``user: null``; a 200, so a page that checks leaves no failed request behind)."""
+    dev = request.app.state.dev_principal
+    if dev is not None:
+        return {"user": dev.name, "admin": True, "auth_disabled": True}
+    token = request.cookies.get(SESSION_COOKIE)
+    principal = authenticate(session, token) if token else None
+    if principal is None:
+        return {"user": None, "admin": False, "auth_disabled": False}
+    return {"user": principal.name, "admin": principal.admin, "auth_disabled": False}
