@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from recu_db.models import Checkpoint, EpochMetric, EpochTelemetry, Job, JobEvent, LogLine
+from recu_db.states import TERMINAL, JobState
 
 
 def list_jobs(
@@ -51,6 +53,25 @@ def latest_metrics(session: Session, job_ids: Sequence[int]) -> dict[int, dict[s
         )
     )
     return {row.job_id: row.metrics for row in rows}
+
+
+def run_times(
+    session: Session, job_ids: Sequence[int]
+) -> dict[int, tuple[datetime | None, datetime | None]]:
+    """(first start, end) of each job from its events, in one query: when it first went
+    running, and when it reached a terminal state (None while it has not)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(
+            JobEvent.job_id,
+            func.min(case((JobEvent.to_state == JobState.RUNNING, JobEvent.at))).label("started"),
+            func.max(case((JobEvent.to_state.in_(TERMINAL), JobEvent.at))).label("finished"),
+        )
+        .where(JobEvent.job_id.in_(job_ids))
+        .group_by(JobEvent.job_id)
+    )
+    return {row.job_id: (row.started, row.finished) for row in rows}
 
 
 def metrics_history(session: Session, job_id: int) -> Sequence[EpochMetric]:

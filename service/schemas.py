@@ -49,6 +49,8 @@ class JobPublic(BaseModel):
     spec: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    started_at: datetime | None = Field(None, description="When it first went running.")
+    finished_at: datetime | None = Field(None, description="When it reached its end state.")
 
 
 class JobPage(BaseModel):

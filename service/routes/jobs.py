@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
@@ -31,7 +32,12 @@ from service.schemas import (
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def to_public(job: Job, latest: dict[int, dict] | None = None) -> JobPublic:
+def to_public(
+    job: Job,
+    latest: dict[int, dict] | None = None,
+    times: dict[int, tuple[datetime | None, datetime | None]] | None = None,
+) -> JobPublic:
+    started, finished = (times or {}).get(job.id, (None, None))
     return JobPublic(
         id=job.id,
         kind=job.kind,
@@ -46,6 +52,8 @@ def to_public(job: Job, latest: dict[int, dict] | None = None) -> JobPublic:
         spec=job.spec,
         created_at=job.created_at,
         updated_at=job.updated_at,
+        started_at=started,
+        finished_at=finished,
     )
 
 
@@ -160,15 +168,18 @@ def list_jobs(
         limit=limit,
         user_id=owner_filter(principal),
     )
-    latest = reads.latest_metrics(session, [j.id for j in rows])
+    ids = [j.id for j in rows]
+    latest, times = reads.latest_metrics(session, ids), reads.run_times(session, ids)
     return JobPage(
-        items=[to_public(j, latest) for j in rows], total=total, offset=offset, limit=limit
+        items=[to_public(j, latest, times) for j in rows], total=total, offset=offset, limit=limit
     )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
 def get_job(job: JobDep, session: SessionDep) -> JobPublic:
-    return to_public(job, reads.latest_metrics(session, [job.id]))
+    return to_public(
+        job, reads.latest_metrics(session, [job.id]), reads.run_times(session, [job.id])
+    )
 
 
 @router.get("/{job_id}/metrics", response_model=list[EpochMetrics], responses=NOT_FOUND)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from datetime import datetime
 
 import pytest
 
@@ -81,7 +82,12 @@ def test_history_checkpoints_and_download(client, db):
     lease = queue.claim(db, "w", lease_s=60)
     for epoch in range(1, 11):
         queue.record_epoch(db, lease, epoch, {"test_acc": epoch / 10})
-        results.record_telemetry(db, lease, epoch, {"layers": {"b": {"q": epoch}}})
+        results.record_telemetry(
+            db,
+            lease,
+            epoch,
+            {"layers": {"a": {"q": -epoch, "hist": [epoch]}, "b": {"q": epoch, "hist": [0]}}},
+        )
     results.append_logs(db, lease, ["epoch 1", "epoch 2"])
     payload = os.urandom(3_000_000)
     ckpt = results.store_checkpoint(db, lease, 10, {"test_acc": 1.0}, io.BytesIO(payload), keep=2)
@@ -95,7 +101,17 @@ def test_history_checkpoints_and_download(client, db):
     assert [m["epoch"] for m in client.get(f"/jobs/{job_id}/metrics").json()] == list(range(1, 11))
     sampled = client.get(f"/jobs/{job_id}/metrics", params={"max_points": 4}).json()
     assert [m["epoch"] for m in sampled] == [1, 4, 7, 10]
-    assert len(client.get(f"/jobs/{job_id}/telemetry", params={"max_points": 3}).json()) == 3
+    sampled = client.get(f"/jobs/{job_id}/telemetry", params={"max_points": 4}).json()
+    assert [t["epoch"] for t in sampled] == [1, 4, 7, 10]  # the same epochs as the metrics
+    one_layer = client.get(
+        f"/jobs/{job_id}/telemetry", params={"layer": "a", "max_points": 2}
+    ).json()
+    assert [t["telemetry"]["layers"] for t in one_layer] == [
+        {"a": {"q": -1, "hist": [1]}},
+        {"a": {"q": -10, "hist": [10]}},
+    ]
+    scalars = client.get(f"/jobs/{job_id}/telemetry", params={"hist": False}).json()
+    assert scalars[0]["telemetry"]["layers"] == {"a": {"q": -1}, "b": {"q": 1}}
     assert [line["line"] for line in client.get(f"/jobs/{job_id}/logs").json()] == [
         "epoch 1",
         "epoch 2",
@@ -145,3 +161,17 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ok"}
     assert "/jobs" in client.get("/openapi.json").json()["paths"]
+
+
+def test_jobs_report_when_they_started_and_finished(client, db):
+    job_id = client.post("/jobs", json=JOB).json()["id"]
+    queued = client.get(f"/jobs/{job_id}").json()
+    assert (queued["started_at"], queued["finished_at"]) == (None, None)
+    lease = queue.claim(db, "w", lease_s=60)
+    running = client.get(f"/jobs/{job_id}").json()
+    assert running["started_at"] is not None
+    assert running["finished_at"] is None
+    queue.finish(db, lease, JobState.SUCCEEDED)
+    done = client.get("/jobs").json()["items"][0]
+    assert done["started_at"] == running["started_at"]
+    assert datetime.fromisoformat(done["finished_at"]) >= datetime.fromisoformat(done["started_at"])

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from recu_cli.main import app as cli
 from recu_db import queue, results
 from recu_db.models import ApiToken
+from recu_db.tokens import create_token, revoke_token
 from service.app import AUTH_DISABLED_WARNING, create_app
 from service.config import ServiceSettings
 from tests.api_client import bearer, token_for
@@ -227,3 +228,40 @@ def test_development_mode_without_auth_is_explicit_and_loud(database_url, caplog
         refused = client.get("/jobs")
         assert refused.status_code == 401
         assert "x-recu-auth" not in refused.headers
+
+
+def test_the_dashboard_session_cookie_authenticates_and_needs_the_csrf_header_to_write(client):
+    """POST /ui/session keeps a live token in an HttpOnly, SameSite=Strict cookie; reads
+    work with it alone, a write also needs X-Recu-Dashboard (a cross-site form cannot
+    send it), a dead token is never stored, and signing out drops the cookie."""
+    makers = client.app.state.sessionmaker
+    token = create_token(makers, "alice-dashboard", user="alice")
+    job = client.post("/jobs", json=JOB, headers=bearer(token)).json()["id"]
+    refused = client.post("/ui/session", json={"token": "recu_nope_nope"})
+    assert refused.status_code == 401
+    assert "set-cookie" not in refused.headers
+    assert client.get("/ui/whoami").json()["user"] is None
+    signed_in = client.post("/ui/session", json={"token": token})
+    assert signed_in.status_code == 204
+    cookie = signed_in.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert client.get("/ui/whoami").json() == {
+        "user": "alice",
+        "admin": False,
+        "auth_disabled": False,
+    }
+    assert client.get(f"/jobs/{job}").json()["state"] == "queued"
+    forged = client.post(f"/jobs/{job}/cancel")
+    assert forged.status_code == 403
+    assert "X-Recu-Dashboard" in forged.json()["detail"]
+    assert client.get(f"/jobs/{job}").json()["state"] == "queued"
+    done = client.post(f"/jobs/{job}/cancel", headers={"X-Recu-Dashboard": "1"})
+    assert done.json()["state"] == "cancelled"
+    client.post("/ui/logout")
+    assert client.get(f"/jobs/{job}").status_code == 401
+    # a revoked token in a still-held cookie is refused like a revoked bearer token
+    client.cookies.set("recu_session", token)
+    assert client.get(f"/jobs/{job}").status_code == 200
+    assert revoke_token(makers, "alice-dashboard")
+    assert client.get(f"/jobs/{job}").status_code == 401

@@ -131,6 +131,17 @@ export function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "";
 }
 
+// Wall time from `start` to `end` (or to now while running), as 1h 02m / 3m 05s / 12s.
+export function duration(start, end) {
+  if (!start) return "";
+  const s = Math.max(0, Math.round(((end ? new Date(end) : new Date()) - new Date(start)) / 1000));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+  if (m) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
 export function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB"];
   let i = 0;

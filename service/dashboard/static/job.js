@@ -1,7 +1,7 @@
 // One job: summary, cancel, training curves, per-layer telemetry, the latent-weight
 // histogram with an epoch slider, checkpoints, events and logs; refreshed every 2 s
 // until the job reaches a terminal state.
-import { api, badge, bytes, clearError, el, fmt, header, poll, TERMINAL, when } from "/ui/static/api.js";
+import { api, badge, bytes, clearError, duration, el, fmt, header, poll, TERMINAL, when } from "/ui/static/api.js";
 import { histogram, lineChart } from "/ui/static/charts.js";
 
 // curve points asked of the server, which downsamples evenly (?points=N overrides)
@@ -29,7 +29,7 @@ function summary(job) {
     item("workers", s.resources ? `${s.resources.num_workers} × ${s.resources.use_gpu ? "GPU" : "CPU"}` : ""),
     item("test acc", fmt(latest.test_acc)),
     item("created", when(job.created_at)),
-    item("updated", when(job.updated_at)),
+    item("duration", duration(job.started_at, job.finished_at)),
   ];
   if (job.parent_id) rows.push(item("sweep", el("a", { href: `/ui/sweeps/${job.parent_id}` }, `#${job.parent_id}`)));
   document.getElementById("summary").replaceChildren(...rows.flat());

@@ -1,5 +1,5 @@
 // Jobs list: filter by state and kind, page through, refreshed every 2 s.
-import { api, badge, clearError, el, fmt, header, poll, when } from "/ui/static/api.js";
+import { api, badge, clearError, duration, el, fmt, header, poll, when } from "/ui/static/api.js";
 
 const PAGE = 25;
 const params = new URLSearchParams(location.search);
@@ -28,9 +28,10 @@ function row(job) {
     el("td", {}, badge(job.state)),
     el("td", {}, `${spec.model}${spec.binary === false ? " (fp)" : ""}`),
     el("td", {}, spec.dataset?.name ?? ""),
+    el("td", {}, spec.tau ? `${spec.tau.kind} ${spec.tau.tau_s}→${spec.tau.tau_e}` : ""),
     el("td", { class: "num" }, `${job.current_epoch}/${spec.epochs}`),
     el("td", { class: "num" }, fmt(latest.test_acc)),
-    el("td", { class: "num" }, fmt(latest.tau)),
+    el("td", { class: "num" }, duration(job.started_at, job.finished_at)),
     el("td", {}, when(job.created_at)),
   );
 }
