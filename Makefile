@@ -10,7 +10,7 @@ export RECU_DATA_DIR ?= $(CURDIR)/var/data
 export RECU_CACHE_DIR ?= $(CURDIR)/var/cache
 SHARED_CIFAR := $(CURDIR)/../shared/data/cifar10-jpeg.tar.gz
 
-.PHONY: install lint format typecheck test bench demo demo-local data clean
+.PHONY: install lint format typecheck test bench bench-service demo demo-local data clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,14 @@ bench: install data
 	$(PY) -m bench.binarize_overhead
 	$(PY) -m bench.data_pipeline
 	$(PY) -m bench.accuracy_cifar
+
+# The service, sweep, export, load and dashboard figures (minutes each; not in CI).
+bench-service: install
+	$(PY) -m bench.service_overhead
+	$(PY) -m bench.sweep_tau
+	$(PY) -m bench.export_size_speed
+	$(PY) -m bench.load
+	$(PY) -m bench.dashboard_payload
 
 # The whole service on this machine: API + worker (local Ray) on a SQLite file, a job
 # submitted over HTTP, its checkpoint downloaded and evaluated locally.

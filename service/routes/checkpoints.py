@@ -54,6 +54,7 @@ EXPORT_TIMEOUT_S = 600
     responses={
         200: {"content": {"application/octet-stream": {}}},
         422: {"description": "the checkpoint cannot be exported (e.g. not a binary model)"},
+        503: {"description": "packing took longer than the export timeout (Retry-After)"},
         **NOT_FOUND,
     },
 )
@@ -69,21 +70,14 @@ def export_checkpoint(ckpt: CheckpointDep, makers: ReadSessionMakerDep) -> Respo
         with open(source, "wb") as f:
             for chunk in iter_checkpoint_bytes(makers, ckpt.id):
                 f.write(chunk)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "recu_core.export",
-                str(source),
-                "-o",
-                str(target),
-                "--expected-sha256",
-                ckpt.sha256,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=EXPORT_TIMEOUT_S,
-        )
+        try:
+            done = _pack(source, target, ckpt.sha256)
+        except subprocess.TimeoutExpired as err:  # the child is killed by subprocess.run
+            raise HTTPException(
+                status_code=503,
+                detail=f"exporting checkpoint {ckpt.id} took over {EXPORT_TIMEOUT_S:.0f} s",
+                headers={"Retry-After": "60"},
+            ) from err
         if done.returncode != 0:
             reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
             raise HTTPException(
@@ -100,4 +94,23 @@ def export_checkpoint(ckpt: CheckpointDep, makers: ReadSessionMakerDep) -> Respo
             "X-Source-Checkpoint-SHA256": ckpt.sha256,
             "Content-Disposition": f'attachment; filename="job{ckpt.job_id}-epoch{ckpt.epoch}.bnn"',
         },
+    )
+
+
+def _pack(source: Path, target: Path, sha256: str) -> subprocess.CompletedProcess[str]:
+    """``python -m recu_core.export`` in a child process (torch loads there, not here)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recu_core.export",
+            str(source),
+            "-o",
+            str(target),
+            "--expected-sha256",
+            sha256,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=EXPORT_TIMEOUT_S,
     )

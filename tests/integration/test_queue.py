@@ -198,7 +198,7 @@ def test_the_models_match_the_migrations(engine):
 
 
 def test_api_replicas_starting_together_migrate_once(database_url):
-    """Four processes upgrade an empty database at the same moment (as API replicas do at
+    """Six processes upgrade an empty database at the same moment (as API replicas do at
     start-up): the migration lock lets one migrate; the others find the schema current."""
     import subprocess
     import sys
