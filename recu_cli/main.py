@@ -26,13 +26,27 @@ app.add_typer(token_app, name="token")
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the REST API (uvicorn; RECU_DATABASE_URL, default a SQLite file)."""
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Server processes (default: RECU_API_WORKERS, else 1)."),
+    ] = None,
+) -> None:
+    """Serve the REST API and the dashboard (uvicorn; RECU_DATABASE_URL, default a SQLite
+    file); the same server as ``python -m service``."""
+    import os
+
     import uvicorn
 
-    from service.app import create_app
-
-    uvicorn.run(create_app(), host=host, port=port)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or int(os.environ.get("RECU_API_WORKERS", "1")),
+    )
 
 
 @app.command()
