@@ -11,7 +11,6 @@ uncaught exception; screenshots go to build/screenshots/ (not committed).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.migrate import upgrade
 from recu_db.states import JobState
 
-CHROMIUM = os.environ.get("RECU_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's package
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 EPOCHS = 4
 # Chromium as root in a container, with no network beyond loopback (see docs/dashboard.md)
@@ -44,7 +43,7 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is a dev dependency (`make install`)"
 )
 pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None,
+    not Path(CHROMIUM).exists(),
     reason=f"no Chromium at {CHROMIUM}: `apt-get install chromium` (.ci/run installs it)",
 )
 

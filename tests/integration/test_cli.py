@@ -96,4 +96,4 @@ def test_inspect_of_a_non_checkpoint_is_a_clear_error(tmp_path):
     notes.write_text("not a checkpoint")
     result = runner.invoke(app, ["inspect", str(notes)])
     assert result.exit_code == 2
-    assert "is not a safetensors checkpoint" in result.output.replace("\n", "")
+    assert "is not a safetensors checkpoint" in " ".join(result.output.split())  # rich wraps

@@ -115,7 +115,9 @@ def test_cifar_models_accept_odd_feature_map_sizes(name, size):
     assert model(torch.randn(2, 3, size, size)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("name", sorted(INPUTS))
+# resnet34_imagenet is resnet18_imagenet's blocks in a longer stack: tracing it again (20 s
+# on 2 cores) would check no code the other traces leave out.
+@pytest.mark.parametrize("name", sorted(set(INPUTS) - {"resnet34_imagenet"}))
 def test_model_traces_fullgraph(name):
     # fullgraph=True fails on any graph break (a .item(), data-dependent control flow).
     # aot_eager traces forward and backward graphs without slow C++ code generation.
