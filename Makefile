@@ -6,6 +6,10 @@ PY        := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
+# Test processes: the Ray tests (one unit of work, see tests/conftest.py) run beside the rest;
+# TEST_WORKERS=0 runs the suite in one process. With several processes torch runs one
+# thread each (OMP_NUM_THREADS=1): on 2 cores, 2 processes x 2 OpenMP threads only spin.
+TEST_WORKERS ?= 2
 export RECU_DATA_DIR ?= $(CURDIR)/var/data
 export RECU_CACHE_DIR ?= $(CURDIR)/var/cache
 SHARED_CIFAR := $(CURDIR)/../shared/data/cifar10-jpeg.tar.gz
@@ -31,7 +35,7 @@ format: install
 	$(PY) -m ruff check --fix .
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(if $(filter 0,$(TEST_WORKERS)),,OMP_NUM_THREADS=1) $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Real CIFAR-10 (JPEG, imagefolder layout) from the shared archive into the ignored cache.
 data: $(RECU_DATA_DIR)/cifar10-jpeg/test

@@ -26,3 +26,28 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("trained") / "model.safetensors"
     save_checkpoint(path, reports[-1].model, reports[-1].optimizer, reports[-1].manifest())
     return path
+
+
+# The tests that start Ray (a local instance, or worker processes that start their own).
+# Under pytest-xdist (`make test`) they form one unit of work, run first and in order on
+# one process, so two Ray instances never compete; every other test is its own unit and
+# goes to whichever process is free.
+RAY_TESTS = (
+    "tests/e2e/test_faults.py",
+    "tests/e2e/test_sweep_ray.py",
+    "tests/e2e/test_worker_ray.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(RAY_TESTS))  # stable
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "ray" if nodeid.startswith(RAY_TESTS) else nodeid
+
+    return RayTogether(config, log)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ import pytest
 
 from recu_cli.local_service import local_service
 
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 12
 SEED = 1
 
 

@@ -24,7 +24,7 @@ LEASE_S = 30.0
 MAX_ATTEMPTS = 2
 
 
-@settings(max_examples=100, stateful_step_count=40, deadline=None)
+@settings(max_examples=60, stateful_step_count=40, deadline=None)
 class QueueLifecycle(RuleBasedStateMachine):
     leases = Bundle("leases")
 

@@ -102,6 +102,7 @@ def test_recu_resnet20_learns_digits():
         epochs=30,
         batch_size=32,
         optimizer=OptimizerConfig(lr=0.1),
+        kernels="eager",  # the compiled kernel equals eager (test_quantizers); no compile wait
     )
     result = train(config)
     assert result.final["test_acc"] >= 0.93, result.history[-1]
