@@ -32,40 +32,6 @@ def _spec(**overrides):
     )
 
 
-def test_job_runs_on_ray_train_with_two_ddp_workers(tmp_path, local_ray):
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    db = make_sessionmaker(engine)
-    job, _ = queue.submit(db, _spec(epochs=2, checkpoint={"every_epochs": 1, "keep": 1}))
-
-    serve(
-        WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30),
-        exit_when_idle=True,
-    )
-
-    read = make_read_sessionmaker(engine)
-    with read() as session:
-        row = session.get(type(job), job.id)
-        history = reads.metrics_history(session, job.id)
-        stored = reads.job_checkpoints(session, job.id)
-        logs = [line.line for line in reads.log_lines(session, job.id, offset=0, limit=100)]
-    assert row.state == "succeeded", (row.error, logs)
-    assert [m.epoch for m in history] == [1, 2]
-    assert len(stored) == 1
-    assert stored[0].epoch == 2
-    assert logs[-1].startswith("epoch 2/2")
-
-    path = tmp_path / "final.safetensors"
-    path.write_bytes(b"".join(results.iter_checkpoint_bytes(read, stored[0].id)))
-    model = load_trained_model(path, expected_sha256=stored[0].sha256)
-    accuracy = evaluate_accuracy(
-        model, load_dataset(DatasetConfig(name="digits", num_test=64, num_train=256)), device="cpu"
-    )
-    assert accuracy == pytest.approx(history[-1].metrics["test_acc"], abs=1e-9)
-    engine.dispose()
-
-
 def test_cancel_of_a_running_job_ends_cancelled_and_frees_ray(tmp_path, local_ray):
     import threading
     import time
@@ -101,61 +67,9 @@ def test_cancel_of_a_running_job_ends_cancelled_and_frees_ray(tmp_path, local_ra
     engine.dispose()
 
 
-def test_reclaimed_job_resumes_from_its_last_stored_checkpoint(tmp_path, local_ray):
-    import io
-    from datetime import timedelta
-
-    from recu_core.checkpoint import checkpoint_to_bytes
-    from recu_core.config import TrainConfig
-    from recu_core.train import train
-
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    db = make_sessionmaker(engine)
-    spec = _spec(epochs=4, checkpoint={"every_epochs": 1, "keep": 2}, resources={"num_workers": 1})
-    job, _ = queue.submit(db, spec)
-
-    # A first worker trains two epochs, stores them, then dies without finishing.
-    dead = queue.claim(db, "dead-worker", lease_s=30)
-    config = TrainConfig.model_validate(
-        {k: v for k, v in spec.items() if k in TrainConfig.model_fields} | {"device": "cpu"}
-    )
-
-    class DiedError(Exception):
-        pass
-
-    def first_worker(report):
-        queue.record_epoch(db, dead, report.epoch, report.metrics)
-        data = checkpoint_to_bytes(report.model, report.optimizer, report.manifest())
-        results.store_checkpoint(db, dead, report.epoch, report.metrics, io.BytesIO(data), keep=2)
-        if report.epoch == 2:
-            raise DiedError
-
-    with pytest.raises(DiedError):
-        train(config, callbacks=[first_worker])
-    assert queue.reap(db, now=queue.utcnow() + timedelta(minutes=5)) == [(job.id, "queued")]
-
-    serve(
-        WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30),
-        exit_when_idle=True,
-    )
-
-    read = make_read_sessionmaker(engine)
-    with read() as session:
-        row = session.get(type(job), job.id)
-        history = reads.metrics_history(session, job.id)
-        logs = [line.line for line in reads.log_lines(session, job.id, offset=0, limit=100)]
-    assert row.state == "succeeded", (row.error, logs)
-    assert row.attempt == 2
-    # Every epoch exactly once; the second attempt did only the epochs the first had not.
-    assert [(m.epoch, m.attempt) for m in history] == [(1, 1), (2, 1), (3, 2), (4, 2)]
-    assert logs[0].startswith("epoch 3/4")
-    engine.dispose()
-
-
 def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path, local_ray):
-    """Two 1-CPU jobs run at once on the 2-CPU instance; a 2-CPU job waits for both."""
+    """Two 1-CPU jobs run at once on the 2-CPU instance; a 2-CPU job (2 DDP workers on
+    Ray Train) waits for both, then trains, checkpoints and evaluates as it reported."""
     from sqlalchemy import select
 
     from recu_db.models import JobEvent
@@ -167,7 +81,8 @@ def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path,
     one = {"num_workers": 1}
     first, _ = queue.submit(db, _spec(epochs=1, resources=one), priority=1)
     second, _ = queue.submit(db, _spec(epochs=1, resources=one), priority=1)
-    wide, _ = queue.submit(db, _spec(epochs=1))  # 2 DDP workers: the whole instance
+    # 2 DDP workers (gloo): the whole instance; a checkpoint every epoch, the last one kept
+    wide, _ = queue.submit(db, _spec(epochs=2, checkpoint={"every_epochs": 1, "keep": 1}))
 
     serve(
         WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30, concurrency=3),
@@ -185,7 +100,27 @@ def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path,
     assert max(started[first.id], started[second.id]) < min(ended[first.id], ended[second.id])
     # ... and the wide one was claimed only once both had released their CPUs
     assert started[wide.id] >= max(ended[first.id], ended[second.id])
+    _check_the_ddp_job(read, wide.id, tmp_path)
     engine.dispose()
+
+
+def _check_the_ddp_job(read, job_id, tmp_path):
+    """The 2-worker DDP job: every epoch once, its one kept checkpoint downloads with the
+    stored sha256 and evaluates in recu_core to the accuracy the job reported."""
+    with read() as session:
+        history = reads.metrics_history(session, job_id)
+        stored = reads.job_checkpoints(session, job_id)
+        logs = [line.line for line in reads.log_lines(session, job_id, offset=0, limit=100)]
+    assert [m.epoch for m in history] == [1, 2]
+    assert [c.epoch for c in stored] == [2]
+    assert logs[-1].startswith("epoch 2/2")
+    path = tmp_path / "final.safetensors"
+    path.write_bytes(b"".join(results.iter_checkpoint_bytes(read, stored[0].id)))
+    model = load_trained_model(path, expected_sha256=stored[0].sha256)
+    accuracy = evaluate_accuracy(
+        model, load_dataset(DatasetConfig(name="digits", num_test=64, num_train=256)), device="cpu"
+    )
+    assert accuracy == pytest.approx(history[-1].metrics["test_acc"], abs=1e-9)
 
 
 def test_worker_settings_come_from_the_environment_and_are_checked(monkeypatch):
