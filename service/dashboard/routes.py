@@ -8,17 +8,20 @@ Secure on https, and lasts for the browser session.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from string import Template
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from recu_db.tokens import authenticate
 from service.auth import SESSION_COOKIE
 from service.deps import Id, SessionDep
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent / "static"  # served as is under /ui/static
+PAGES = Path(__file__).parent / "pages"  # each page's <main>, put in layout.html once
 
 # Scripts and styles only from this origin; no inline code, no frames, no third parties.
 SECURITY_HEADERS = {
@@ -36,42 +39,47 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 root = APIRouter(include_in_schema=False)
 
 
+@cache
+def _html(name: str) -> str:
+    """The page ``name``: its body in the shared layout (header, scripts), built once."""
+    if name == "login":  # no header: nobody is signed in yet
+        return (PAGES / "login.html").read_text()
+    layout = Template((PAGES / "layout.html").read_text())
+    return layout.substitute(title=name, page=name, main=(PAGES / f"{name}.html").read_text())
+
+
+def _page(name: str) -> HTMLResponse:
+    return HTMLResponse(_html(name), headers=SECURITY_HEADERS)
+
+
 @root.get("/")
-def index() -> RedirectResponse:
-    return RedirectResponse("/ui/jobs", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
-
-
-def _page(name: str) -> FileResponse:
-    return FileResponse(STATIC / f"{name}.html", headers=SECURITY_HEADERS)
-
-
 @router.get("")
 def home() -> RedirectResponse:
     return RedirectResponse("/ui/jobs", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
 
 
 @router.get("/jobs")
-def jobs_page() -> FileResponse:
+def jobs_page() -> HTMLResponse:
     return _page("jobs")
 
 
 @router.get("/jobs/{job_id}")
-def job_page(job_id: Id) -> FileResponse:
+def job_page(job_id: Id) -> HTMLResponse:
     return _page("job")
 
 
 @router.get("/sweeps")
-def sweeps_page() -> FileResponse:
+def sweeps_page() -> HTMLResponse:
     return _page("sweeps")
 
 
 @router.get("/sweeps/{sweep_id}")
-def sweep_page(sweep_id: Id) -> FileResponse:
+def sweep_page(sweep_id: Id) -> HTMLResponse:
     return _page("sweep")
 
 
 @router.get("/login")
-def login_page() -> FileResponse:
+def login_page() -> HTMLResponse:
     return _page("login")
 
 

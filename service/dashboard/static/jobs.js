@@ -1,22 +1,6 @@
 // Jobs list: filter by state and kind, page through, refreshed every 2 s.
-import { api, badge, clearError, duration, el, fmt, header, poll, when } from "/ui/static/api.js";
-
-const PAGE = 25;
-const params = new URLSearchParams(location.search);
-const view = {
-  state: params.get("state") || "",
-  kind: params.get("kind") || "train",
-  offset: Math.max(0, Number(params.get("offset")) || 0),
-};
-let total = 0;
-
-function remember() {
-  const q = new URLSearchParams();
-  if (view.state) q.set("state", view.state);
-  if (view.kind !== "train") q.set("kind", view.kind);
-  if (view.offset) q.set("offset", view.offset);
-  history.replaceState(null, "", `${location.pathname}${q.size ? `?${q}` : ""}`);
-}
+import { badge, duration, el, fmt, when } from "/ui/static/api.js";
+import { listing } from "/ui/static/listing.js";
 
 function row(job) {
   const spec = job.spec;
@@ -36,48 +20,4 @@ function row(job) {
   );
 }
 
-async function refresh() {
-  const q = new URLSearchParams({ kind: view.kind, offset: view.offset, limit: PAGE });
-  if (view.state) q.set("state", view.state);
-  const page = await api(`/jobs?${q}`);
-  clearError();
-  total = page.total;
-  document.querySelector("#jobs tbody").replaceChildren(...page.items.map(row));
-  document.getElementById("empty").hidden = page.items.length > 0;
-  const last = Math.min(view.offset + page.items.length, total);
-  document.getElementById("range").textContent = total ? `${view.offset + 1}–${last} of ${total}` : "";
-  document.getElementById("prev").disabled = view.offset === 0;
-  document.getElementById("next").disabled = view.offset + PAGE >= total;
-  document.getElementById("live").dataset.at = new Date().toISOString();
-}
-
-function bind() {
-  const state = document.getElementById("state");
-  const kind = document.getElementById("kind");
-  state.value = view.state;
-  kind.value = view.kind;
-  const changed = () => {
-    view.state = state.value;
-    view.kind = kind.value;
-    view.offset = 0;
-    remember();
-    refresh();
-  };
-  state.addEventListener("change", changed);
-  kind.addEventListener("change", changed);
-  document.getElementById("prev").addEventListener("click", () => {
-    view.offset = Math.max(0, view.offset - PAGE);
-    remember();
-    refresh();
-  });
-  document.getElementById("next").addEventListener("click", () => {
-    if (view.offset + PAGE < total) view.offset += PAGE;
-    remember();
-    refresh();
-  });
-}
-
-if (await header()) {
-  bind();
-  poll(refresh, 2000);
-}
+await listing({ path: "/jobs", table: "#jobs", row, defaults: { state: "", kind: "train" } });

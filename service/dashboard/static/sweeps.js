@@ -1,9 +1,6 @@
 // Sweeps list: filter by state, page through, refreshed every 2 s.
-import { api, badge, clearError, el, fmt, header, poll, when } from "/ui/static/api.js";
-
-const PAGE = 25;
-const view = { state: new URLSearchParams(location.search).get("state") || "", offset: 0 };
-let total = 0;
+import { badge, el, fmt, when } from "/ui/static/api.js";
+import { listing } from "/ui/static/listing.js";
 
 function counts(c) {
   return Object.entries(c)
@@ -27,36 +24,4 @@ function row(sweep) {
   );
 }
 
-async function refresh() {
-  const q = new URLSearchParams({ offset: view.offset, limit: PAGE });
-  if (view.state) q.set("state", view.state);
-  const page = await api(`/sweeps?${q}`);
-  clearError();
-  total = page.total;
-  document.querySelector("#sweeps tbody").replaceChildren(...page.items.map(row));
-  document.getElementById("empty").hidden = page.items.length > 0;
-  const last = Math.min(view.offset + page.items.length, total);
-  document.getElementById("range").textContent = total ? `${view.offset + 1}–${last} of ${total}` : "";
-  document.getElementById("prev").disabled = view.offset === 0;
-  document.getElementById("next").disabled = view.offset + PAGE >= total;
-}
-
-if (await header()) {
-  const state = document.getElementById("state");
-  state.value = view.state;
-  state.addEventListener("change", () => {
-    view.state = state.value;
-    view.offset = 0;
-    history.replaceState(null, "", view.state ? `?state=${view.state}` : location.pathname);
-    refresh();
-  });
-  document.getElementById("prev").addEventListener("click", () => {
-    view.offset = Math.max(0, view.offset - PAGE);
-    refresh();
-  });
-  document.getElementById("next").addEventListener("click", () => {
-    if (view.offset + PAGE < total) view.offset += PAGE;
-    refresh();
-  });
-  poll(refresh, 2000);
-}
+await listing({ path: "/sweeps", table: "#sweeps", row, defaults: { state: "" } });
