@@ -12,12 +12,21 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MODEL_NAMES = ("resnet20", "resnet18", "vgg_small", "resnet18_imagenet", "resnet34_imagenet")
+MODEL_NAMES = (
+    "resnet20",
+    "resnet18",
+    "resnet18_bireal",
+    "vgg_small",
+    "resnet18_imagenet",
+    "resnet34_imagenet",
+)
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 STE_NAMES = ("identity", "clipped", "approx_sign", "relu", "clipped_relu")
 SCHEDULE_KINDS = ("exponential", "linear", "constant")
 
-ModelName = Literal["resnet20", "resnet18", "vgg_small", "resnet18_imagenet", "resnet34_imagenet"]
+ModelName = Literal[
+    "resnet20", "resnet18", "resnet18_bireal", "vgg_small", "resnet18_imagenet", "resnet34_imagenet"
+]
 DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder", "synthetic"]
 SteName = Literal["identity", "clipped", "approx_sign", "relu", "clipped_relu"]
 ScheduleKind = Literal["exponential", "linear", "constant"]

@@ -94,13 +94,31 @@ def build_model(config: TrainConfig, dataset: ImageDataset) -> nn.Module:
     )
 
 
+def parameter_groups(model: nn.Module, *, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: decay everything but ``model.no_weight_decay()`` names.
+
+    The official ImageNet optimiser exempts BatchNorm and the downsample convs (the ImageNet
+    models name them); the official CIFAR optimiser decays every parameter.
+    """
+    exempt_fn = getattr(model, "no_weight_decay", None)
+    exempt: set[str] = set(exempt_fn()) if callable(exempt_fn) else set()
+    named = list(model.named_parameters())
+    unknown = exempt - {n for n, _ in named}
+    if unknown:
+        raise ValueError(f"no_weight_decay names unknown parameters: {sorted(unknown)}")
+    decay = [p for n, p in named if n not in exempt]
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay}]
+    if exempt:
+        groups.append({"params": [p for n, p in named if n in exempt], "weight_decay": 0.0})
+    return groups
+
+
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     opt = config.optimizer
+    groups = parameter_groups(model, weight_decay=opt.weight_decay)
     if opt.name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
-        )
-    return torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum)
+    return torch.optim.Adam(groups, lr=opt.lr)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

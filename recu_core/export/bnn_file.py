@@ -27,7 +27,7 @@ from recu_core.export.bits import WORD_BITS, as_int32, pack_bits, sign_bits
 from recu_core.export.packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 from recu_core.layers import BinaryConv2d, BinaryLinear, binary_layers
 from recu_core.models import create_model
-from recu_core.models.blocks import BiRealBlock
+from recu_core.models.blocks import ResidualBlock
 
 FORMAT, VERSION, META_KEY = "recu-bnn", 1, "recu_bnn"
 BIT_LAYOUT = {
@@ -59,7 +59,7 @@ def _following_batchnorm(model: nn.Module) -> dict[str, tuple[str, bool]]:
     found: dict[str, tuple[str, bool]] = {}
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
-        if isinstance(module, BiRealBlock):
+        if isinstance(module, ResidualBlock):
             for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
                 found[prefix + conv] = (prefix + bn, True)
         elif isinstance(module, nn.Sequential):

@@ -1,9 +1,16 @@
-"""Bi-Real style residual block: a shortcut around every 3x3 conv (Liu et al., 2018).
+"""Residual blocks of the official ReCU networks, and their shortcuts.
 
-Binary convs lose information; a real-valued shortcut around each one keeps it:
+Two blocks, one per official file:
 
-    h   = hardtanh(BN(conv1(x)) + shortcut(x))
-    out = hardtanh(BN(conv2(h)) + h)
+    BiRealBlock (a shortcut around every 3x3 conv; ResNet-20 in ``cifar/models_cifar/resnet.py``
+    and both ImageNet ResNets in ``imagenet/models_imagenet/resnet.py``; Liu et al., 2018):
+        h   = hardtanh(BN(conv1(x)) + shortcut(x))
+        out = hardtanh(BN(conv2(h)) + h)
+
+    BasicBlock (the standard block, one shortcut per block; ResNet-18 in
+    ``cifar/models_cifar/resnet2.py``, ``resnet18_1w1a``; He et al., 2016):
+        h   = hardtanh(BN(conv1(x)))
+        out = hardtanh(BN(conv2(h)) + shortcut(x))
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ def conv_bn_shortcut(in_planes: int, planes: int, stride: int) -> nn.Module:
     )
 
 
-class BiRealBlock(nn.Module):
-    """Two 3x3 convs (binary or not), each wrapped by its own real-valued shortcut."""
+class ResidualBlock(nn.Module):
+    """conv1/bn1/conv2/bn2 (binary or not) and the block's shortcut; forward in subclasses."""
 
     def __init__(
         self, conv: ConvFactory, in_planes: int, planes: int, stride: int, shortcut: nn.Module
@@ -54,6 +61,18 @@ class BiRealBlock(nn.Module):
         self.shortcut = shortcut
         self.act = nn.Hardtanh()
 
+
+class BiRealBlock(ResidualBlock):
+    """Two 3x3 convs, each wrapped by its own real-valued shortcut."""
+
     def forward(self, x: Tensor) -> Tensor:  # (B, in, H, W) -> (B, planes, H/s, W/s)
         h = self.act(self.bn1(self.conv1(x)) + self.shortcut(x))
         return self.act(self.bn2(self.conv2(h)) + h)
+
+
+class BasicBlock(ResidualBlock):
+    """Two 3x3 convs under one shortcut (the standard ResNet block with Hardtanh)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, in, H, W) -> (B, planes, H/s, W/s)
+        h = self.act(self.bn1(self.conv1(x)))
+        return self.act(self.bn2(self.conv2(h)) + self.shortcut(x))

@@ -1,7 +1,13 @@
-"""ImageNet ResNets (ResNet-18, ResNet-34) with Bi-Real shortcuts.
+"""ImageNet ResNets (ResNet-18, ResNet-34) of ``imagenet/models_imagenet/resnet.py``.
 
-Full-precision 7x7 stride-2 stem, max-pool and classifier; binary Bi-Real blocks; the
-downsample is a full-precision 1x1 stride-2 conv with BatchNorm, as in the ReCU code.
+Full-precision 7x7 stride-2 stem (conv, BN, Hardtanh), max-pool, Bi-Real binary blocks,
+a full-precision 1x1 stride-2 conv + BN downsample, global average pool, BatchNorm1d,
+full-precision classifier. Initialised as the official code: every conv kaiming-normal,
+every BatchNorm2d gamma 1e-8 and beta 0 (so each block starts close to its shortcut).
+
+Weight decay, as the official ImageNet optimiser: only parameters whose official names
+contain ``conv`` or ``fc`` (the stem conv, the binary convs with their alpha, the
+classifier); BatchNorm and the downsample convs are exempt (``no_weight_decay``).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from recu_core.models.blocks import BiRealBlock, conv_bn_shortcut
+from recu_core.models.init import IMAGENET_BN_GAMMA, init_resnet
 from recu_core.models.registry import ConvFactory, register_model
 
 
@@ -43,17 +50,27 @@ class ImageNetResNet(nn.Module):
                 in_planes = planes
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head_bn = nn.BatchNorm1d(in_planes)
         self.fc = nn.Linear(in_planes, num_classes)
+        init_resnet(self, bn2d_gamma=IMAGENET_BN_GAMMA)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, classes)
-        return self.fc(self.pool(self.blocks(self.stem(x))))
+        return self.fc(self.head_bn(self.pool(self.blocks(self.stem(x)))))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters the official optimiser does not decay: BatchNorm and the downsample."""
+        exempt = set()
+        for name, module in self.named_modules():
+            if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d) or name.endswith("shortcut.0"):
+                exempt |= {f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)}
+        return exempt
 
 
 @register_model
 def resnet18_imagenet(
     *, num_classes: int, in_channels: int, image_size: int, conv_layer: ConvFactory
 ) -> nn.Module:
-    """ResNet-18 for ImageNet-sized inputs: stages of 2/2/2/2 blocks."""
+    """ResNet-18 for ImageNet (official ``resnet18_1w1a``): stages of 2/2/2/2 blocks."""
     return ImageNetResNet(
         depths=(2, 2, 2, 2),
         num_classes=num_classes,
@@ -66,7 +83,7 @@ def resnet18_imagenet(
 def resnet34_imagenet(
     *, num_classes: int, in_channels: int, image_size: int, conv_layer: ConvFactory
 ) -> nn.Module:
-    """ResNet-34 for ImageNet-sized inputs: stages of 3/4/6/3 blocks."""
+    """ResNet-34 for ImageNet (official ``resnet34_1w1a``): stages of 3/4/6/3 blocks."""
     return ImageNetResNet(
         depths=(3, 4, 6, 3),
         num_classes=num_classes,

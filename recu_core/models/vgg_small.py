@@ -2,13 +2,15 @@
 
 Full-precision 3x3 stem to 128 channels, five binary 3x3 convs (128, 256, 256, 512, 512)
 with max-pooling after the 2nd, 4th and 6th conv, BatchNorm + Hardtanh after each, and a
-full-precision classifier on the flattened (512, H/8, W/8) map.
+full-precision classifier on the flattened (512, H/8, W/8) map. Follows
+``cifar/models_cifar/vgg.py`` (``vgg_small_1w1a``), its initialisation included.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from recu_core.models.init import init_vgg
 from recu_core.models.registry import ConvFactory, register_model
 
 
@@ -35,6 +37,7 @@ class VGGSmall(nn.Module):
         self.features = nn.Sequential(*layers)
         side = image_size // 8
         self.fc = nn.Linear(512 * side * side, num_classes)
+        init_vgg(self)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, classes)
         return self.fc(self.features(x).flatten(1))

@@ -13,6 +13,7 @@ from recu_core.models import create_model, list_models
 INPUTS = {
     "resnet20": (1, 8),
     "resnet18": (1, 8),
+    "resnet18_bireal": (1, 8),
     "vgg_small": (1, 8),
     "resnet18_imagenet": (3, 32),
     "resnet34_imagenet": (3, 32),

@@ -1,0 +1,350 @@
+"""Every registered model against an independent reference of the official ReCU network.
+
+The references below are written for this test from the official definitions
+(``cifar/models_cifar/resnet.py``, ``resnet2.py``, ``vgg.py``,
+``imagenet/models_imagenet/resnet.py`` and ``cifar/modules/binarized_modules.py``): the
+official binary conv (Q turned into a Python float, ``torch.sign``, autograd through the
+activation scaling), the official blocks, stems and heads. Each is built with its modules
+registered in the project's order, so the two state dicts align tensor by tensor; the
+weights (every parameter and buffer, randomised so that no BatchNorm is near identity)
+are copied across and the outputs, input gradients and parameter gradients compared in
+float64, in train and in eval mode. ``resnet18_bireal`` is the one registered network
+with no official file: it is checked against its own definition (Bi-Real blocks on the
+ResNet-18 widths), and against the official ResNet-18 to show that it is a different
+function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recu_core.config import MODEL_NAMES
+from recu_core.layers import set_tau
+from recu_core.models import create_model
+from recu_core.train import parameter_groups
+
+TAU = 0.9
+
+
+class _OfficialBinarizeConv2d(nn.Conv2d):
+    """The official ReCU binary conv, forward and gradients as its autograd defines them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.alpha = nn.Parameter(torch.rand(self.weight.size(0), 1, 1))
+        self.register_buffer("tau", torch.tensor(1.0))
+
+    def forward(self, a: Tensor) -> Tensor:
+        w = self.weight
+        w0 = w - w.mean([1, 2, 3], keepdim=True)
+        w1 = w0 / (torch.sqrt(w0.var([1, 2, 3], keepdim=True) + 1e-5) / 2 / math.sqrt(2))
+        q = (-w1.abs().mean() * torch.log(2 - 2 * self.tau)).item()
+        w2 = torch.clamp(w1, -q, q)
+        a0 = a / torch.sqrt(a.var([1, 2, 3], keepdim=True) + 1e-5) if self.training else a
+        bw = w2 + (torch.sign(w2) - w2).detach()  # sign, identity gradient
+        grad_a = (2 - 2 * a0.abs()).clamp(min=0)  # ApproxSign
+        ba = torch.sign(a0).detach() + grad_a * (a0 - a0.detach())
+        out = F.conv2d(ba, bw, None, self.stride, self.padding)
+        return out * self.alpha
+
+
+def _bin(cin: int, cout: int, stride: int = 1) -> nn.Module:
+    return _OfficialBinarizeConv2d(cin, cout, 3, stride, 1, bias=False)
+
+
+def _pad_shortcut(cin: int, cout: int, stride: int):
+    """Official option-A shortcut: AvgPool2d((2, 2)) and planes // 4 zero channels per side."""
+    if stride == 1 and cin == cout:
+        return lambda x: x
+    pad = 0 if cin == cout else cout // 4
+    return lambda x: F.pad(F.avg_pool2d(x, 2), (0, 0, 0, 0, pad, pad))
+
+
+class _CifarBiRealBlock(nn.Module):  # resnet.py BasicBlock_1w1a
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _bin(cin, cout, stride), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = _bin(cout, cout), nn.BatchNorm2d(cout)
+        self.shortcut = _pad_shortcut(cin, cout, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.hardtanh(self.bn1(self.conv1(x)) + self.shortcut(x))
+        return F.hardtanh(self.bn2(self.conv2(out)) + out)
+
+
+class _CifarBasicBlock(_CifarBiRealBlock):  # resnet2.py BasicBlock_1w1a
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.hardtanh(self.bn1(self.conv1(x)))
+        return F.hardtanh(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class _OfficialCifarResNet(nn.Module):
+    def __init__(self, block, widths, depths, *, stem_hardtanh: bool, num_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.stem_hardtanh = stem_hardtanh
+        layers, cin = [], widths[0]
+        for stage, (cout, depth) in enumerate(zip(widths, depths, strict=True)):
+            for i in range(depth):
+                layers.append(block(cin, cout, 2 if stage > 0 and i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.bn2 = nn.BatchNorm1d(cin)
+        self.linear = nn.Linear(cin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn1(self.conv1(x))
+        if self.stem_hardtanh:
+            out = F.hardtanh(out)
+        out = self.layers(out)
+        out = F.avg_pool2d(out, out.size(3)).flatten(1)
+        return self.linear(self.bn2(out))
+
+
+class _OfficialVGGSmall(nn.Module):  # vgg.py
+    POOL_AFTER = (1, 3, 5)  # max-pool after conv1, conv3 and conv5, before their BatchNorm
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv0, self.bn0 = nn.Conv2d(3, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128)
+        plan = [(128, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
+        for i, (cin, cout) in enumerate(plan, start=1):
+            self.add_module(f"conv{i}", _bin(cin, cout))
+            self.add_module(f"bn{i}", nn.BatchNorm2d(cout))
+        self.fc = nn.Linear(512 * 4 * 4, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.hardtanh(self.bn0(self.conv0(x)))
+        for i in range(1, 6):
+            x = getattr(self, f"conv{i}")(x)
+            if i in self.POOL_AFTER:
+                x = F.max_pool2d(x, 2, 2)
+            x = F.hardtanh(getattr(self, f"bn{i}")(x))
+        return self.fc(x.flatten(1))
+
+
+class _ImageNetBlock(nn.Module):  # imagenet resnet.py BasicBlock
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _bin(cin, cout, stride), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = _bin(cout, cout), nn.BatchNorm2d(cout)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        out = F.hardtanh(self.bn1(self.conv1(x)) + residual)
+        return F.hardtanh(self.bn2(self.conv2(out)) + out)
+
+
+class _OfficialImageNetResNet(nn.Module):
+    def __init__(self, depths, num_classes: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for stage, (cout, depth) in enumerate(zip((64, 128, 256, 512), depths, strict=True)):
+            for i in range(depth):
+                layers.append(_ImageNetBlock(cin, cout, 2 if stage > 0 and i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.bn2 = nn.BatchNorm1d(512)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(F.hardtanh(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = self.layers(x)
+        # The official AvgPool2d(7) at 224x224 input is this global average pool.
+        return self.fc(self.bn2(F.adaptive_avg_pool2d(x, 1).flatten(1)))
+
+    def official_name(self, name: str) -> str:
+        """This module's parameter name as the official module names it."""
+        return name.replace("layers.", "layer")
+
+
+R18 = ((64, 128, 256, 512), (2, 2, 2, 2))
+REFERENCES = {
+    "resnet20": lambda: _OfficialCifarResNet(
+        _CifarBiRealBlock, (16, 32, 64), (3, 3, 3), stem_hardtanh=True, num_classes=10
+    ),
+    "resnet18": lambda: _OfficialCifarResNet(
+        _CifarBasicBlock, *R18, stem_hardtanh=False, num_classes=10
+    ),
+    # No official file: the Bi-Real blocks of resnet.py on ResNet-18's widths.
+    "resnet18_bireal": lambda: _OfficialCifarResNet(
+        _CifarBiRealBlock, *R18, stem_hardtanh=True, num_classes=10
+    ),
+    "vgg_small": lambda: _OfficialVGGSmall(num_classes=10),
+    "resnet18_imagenet": lambda: _OfficialImageNetResNet((2, 2, 2, 2), num_classes=10),
+    "resnet34_imagenet": lambda: _OfficialImageNetResNet((3, 4, 6, 3), num_classes=10),
+}
+# Official parameter counts with 10 classes (the reference's own count is checked too).
+INPUT = dict.fromkeys(("resnet20", "resnet18", "resnet18_bireal", "vgg_small"), (4, 32))
+INPUT |= {"resnet18_imagenet": (3, 64), "resnet34_imagenet": (2, 64)}
+
+
+def _ours(name: str) -> nn.Module:
+    size = INPUT[name][1]
+    return create_model(name, num_classes=10, in_channels=3, image_size=size)
+
+
+@torch.no_grad()
+def _randomise_and_copy(ours: nn.Module, ref: nn.Module, seed: int = 1) -> None:
+    """Random values in every tensor of ``ours`` (BatchNorm gamma away from 0, variances
+    positive), then the same values into ``ref``, tensor by tensor in state-dict order.
+
+    alpha takes powers of two: the project scales the binary weight by alpha, the official
+    code the conv output, and only with an exact product do both give bit-equal outputs;
+    otherwise rounding breaks the ties that max-pooling meets on integer conv sums
+    differently, and the gradient goes to another (equally valid) maximum.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mine, theirs = ours.state_dict(), ref.state_dict()
+    assert len(mine) == len(theirs), f"{len(mine)} tensors against the official {len(theirs)}"
+    for (key, a), (ref_key, b) in zip(mine.items(), theirs.items(), strict=True):
+        assert a.shape == b.shape, f"{key} {tuple(a.shape)} vs official {ref_key} {tuple(b.shape)}"
+        assert key.rsplit(".", 1)[1] == ref_key.rsplit(".", 1)[1], (key, ref_key)
+        if key.endswith("alpha"):  # powers of two: alpha * (integer sum) is exact either way
+            a.copy_(2.0 ** torch.randint(-2, 2, a.shape, generator=gen).to(a.dtype))
+        elif key.endswith("running_var"):
+            a.copy_(torch.rand(a.shape, generator=gen, dtype=a.dtype) + 0.5)
+        elif a.dtype.is_floating_point and not key.endswith("tau"):
+            bn_weight = key.endswith("weight") and a.ndim == 1
+            a.copy_(torch.randn(a.shape, generator=gen, dtype=a.dtype) * 0.3 + bn_weight)
+        b.copy_(a)
+
+
+def _pair(name: str) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    ours, ref = _ours(name).double(), REFERENCES[name]().double()
+    _randomise_and_copy(ours, ref)
+    set_tau(ours, TAU)
+    for m in ref.modules():
+        if isinstance(m, _OfficialBinarizeConv2d):
+            m.tau = torch.tensor(TAU, dtype=torch.float64)
+    return ours, ref
+
+
+def _run(model: nn.Module, x: Tensor, train: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+    model.train(train)
+    x = x.clone().requires_grad_(True)
+    out = model(x)
+    # Random per-sample weights: with train-mode BatchNorm before the classifier, a loss
+    # that weighs every sample alike has a zero input gradient.
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+    (out * weights).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    return out.detach(), x.grad, grads
+
+
+def _assert_close_scaled(what: str, a: Tensor, b: Tensor, scale: Tensor | None = None) -> None:
+    """Equal to 1e-7 of ``scale`` (default: b's largest magnitude). Gradients through stacked
+    random BatchNorms reach 1e14 in eval mode, so an absolute tolerance means nothing there;
+    and a train-mode BatchNorm after a conv makes alpha's true gradient 0 (the output does
+    not depend on a per-channel scale), so alpha is held to the scale of all gradients."""
+    scale = (b.abs().max() if scale is None else scale).clamp(min=1e-12)
+    torch.testing.assert_close(a / scale, b / scale, rtol=1e-7, atol=1e-9, msg=what)
+
+
+def test_every_registered_model_has_a_reference():
+    assert set(REFERENCES) == set(MODEL_NAMES)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_parameter_count_matches_the_official_network(name):
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(_ours(name)) == count(REFERENCES[name]())
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_outputs_and_gradients_equal_the_official_network_in_float64(name, train):
+    batch, size = INPUT[name]
+    ours, ref = _pair(name)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, 3, size, size, dtype=torch.float64, generator=gen)
+    out, gx, grads = _run(ours, x, train)
+    ref_out, ref_gx, ref_grads = _run(ref, x, train)
+    torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-9)
+    _assert_close_scaled("input", gx, ref_gx)
+    overall = max(g.abs().max() for g in ref_grads)
+    for (pname, _), g, ref_g in zip(ours.named_parameters(), grads, ref_grads, strict=True):
+        _assert_close_scaled(pname, g, ref_g, overall if pname.endswith("alpha") else None)
+    if train:  # BatchNorm running statistics moved identically
+        for (key, a), b in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
+            if "running" in key:
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_the_bireal_variant_is_not_the_official_resnet18():
+    ours = _ours("resnet18_bireal").double()
+    ref = REFERENCES["resnet18"]().double()
+    _randomise_and_copy(ours, ref)  # same tensors fit: the parameter count is the same
+    set_tau(ours, TAU)
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    ours.eval(), ref.eval()
+    assert (ours(x) - ref(x)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_convs_start_at_the_official_kaiming_normal_scale(name):
+    torch.manual_seed(0)
+    model = _ours(name)
+    for pname, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d):
+            continue
+        out, fan_in = module.weight.shape[0], module.weight[0].numel()
+        k = module.weight.shape[2] * module.weight.shape[3]
+        fan = out * k if name == "vgg_small" else fan_in  # vgg.py: n = k * k * out_channels
+        expected = math.sqrt(2.0 / fan)
+        std = float(module.weight.detach().std())
+        tolerance = 4 * expected / math.sqrt(2 * module.weight.numel()) + 0.02 * expected
+        assert abs(std - expected) < tolerance, f"{pname}: std {std:.4f}, official {expected:.4f}"
+        assert abs(float(module.weight.detach().mean())) < 5 * expected / math.sqrt(
+            module.weight.numel()
+        )
+
+
+@pytest.mark.parametrize("name", ["resnet18_imagenet", "resnet34_imagenet"])
+def test_imagenet_batchnorm2d_gammas_start_at_1e8(name):
+    model = _ours(name)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns
+    assert all(torch.all(m.weight == 1e-8) and torch.all(m.bias == 0) for m in bns)
+    head = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(head) == 1
+    assert torch.all(head[0].weight == 1)
+
+
+def test_vgg_classifier_starts_as_the_official_one():
+    fc = _ours("vgg_small").fc
+    assert torch.all(fc.bias == 0)
+    assert abs(float(fc.weight.detach().std()) - 0.01) < 0.0005
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_weight_decay_groups_follow_the_official_optimiser(name):
+    """ImageNet: decay exactly the parameters whose official names hold 'conv' or 'fc';
+    CIFAR: decay everything (the official CIFAR optimiser has one group)."""
+    ours, ref = _ours(name), REFERENCES[name]()
+    groups = parameter_groups(ours, weight_decay=1e-4)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(ours.parameters()))
+    ref_names = [n for n, _ in ref.named_parameters()]
+    if name.endswith("_imagenet"):
+        official = [
+            "conv" in ref.official_name(n) or "fc" in ref.official_name(n) for n in ref_names
+        ]
+        assert 0 < sum(official) < len(official)
+    else:
+        official = [True] * len(ref_names)
+    mine = [id(p) in decayed for p in ours.parameters()]
+    assert mine == official
