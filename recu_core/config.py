@@ -8,9 +8,11 @@ the allowed values.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recu_core.recipes import RECIPES, RecipeName, deep_merge
 
 MODEL_NAMES = (
     "resnet20",
@@ -91,6 +93,40 @@ class DatasetConfig(_Strict):
         None, ge=0, le=64, description="Random-crop padding; default follows the dataset."
     )
     flip: bool | None = Field(None, description="Random horizontal flip; default per dataset.")
+    val_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        le=0.5,
+        description="Hold out this fraction of the training images as a validation split "
+        "(seeded by split_seed); the best checkpoint is then selected on it, not on test.",
+    )
+    split_seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the validation split.")
+    loader: Literal["auto", "memory", "streaming"] = Field(
+        "auto",
+        description="imagefolder: 'memory' decodes every image once into memory (pad-crop "
+        "and flip on the device); 'streaming' decodes in worker processes per batch "
+        "(random-resized crop and flip; resize and centre crop for evaluation), memory "
+        "bounded whatever the dataset size; 'auto' streams when the decoded images would "
+        "exceed RECU_MEMORY_LOADER_MAX_BYTES. Other datasets always load into memory.",
+    )
+    crop_scale: tuple[float, float] = Field(
+        (0.08, 1.0),
+        strict=False,  # a JSON array is a tuple here
+        description="Streaming loader: area range of the random-resized crop, as a fraction "
+        "of the image (torchvision's default (0.08, 1); the official ImageNet run 0.08-1.25).",
+    )
+    workers: int = Field(
+        2, ge=0, le=64, description="Streaming loader: decoding worker processes per rank."
+    )
+
+    @model_validator(mode="after")
+    def _crop_scale_ordered(self) -> Self:
+        low, high = self.crop_scale
+        if not 0.0 < low <= high <= 4.0:
+            raise ValueError(
+                f"dataset.crop_scale must satisfy 0 < low <= high <= 4, got {self.crop_scale}"
+            )
+        return self
 
 
 class OptimizerConfig(_Strict):
@@ -107,11 +143,22 @@ class OptimizerConfig(_Strict):
         description="Linear lr warm-up; default min(5, epochs / 10) (the paper: 5 of 600).",
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    lr_schedule: Literal["epoch", "step"] = Field(
+        "epoch",
+        description="'epoch': the official ReCU schedule, lr constant within an epoch "
+        "(warm-up (e+1)/W, then cosine over E-W+1 epochs); 'step': linear warm-up and "
+        "cosine per step.",
+    )
 
 
 class TrainConfig(_Strict):
     """One training run; a job spec in the service is exactly this."""
 
+    recipe: RecipeName | None = Field(
+        None,
+        description="Start from a named preset of the official runs (recu_core.recipes); "
+        "fields given explicitly override it.",
+    )
     model: ModelName = "resnet20"
     binary: bool = Field(True, description="False builds the full-precision twin.")
     dataset: DatasetConfig = DatasetConfig()
@@ -133,6 +180,27 @@ class TrainConfig(_Strict):
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        """Lay the explicit fields over the named preset (nested sections key by key)."""
+        if isinstance(data, dict) and isinstance(data.get("recipe"), str):
+            recipe = RECIPES.get(data["recipe"])
+            if recipe is not None:  # an unknown name is reported by the field's own check
+                return deep_merge(recipe.spec, data)
+        return data
+
+    @model_validator(mode="after")
+    def _warmup_whole_epochs(self) -> Self:
+        warmup = self.optimizer.warmup_epochs
+        if self.optimizer.lr_schedule == "epoch" and warmup is not None and warmup % 1:
+            raise ValueError(
+                f"optimizer.warmup_epochs ({warmup}) must be a whole number of epochs with "
+                "lr_schedule 'epoch' (the lr changes once per epoch); use lr_schedule 'step' "
+                "for a fractional warm-up"
+            )
+        return self
+
     @model_validator(mode="after")
     def _warmup_fits(self) -> Self:
         warmup = self.optimizer.warmup_epochs
@@ -145,7 +213,10 @@ class TrainConfig(_Strict):
 
     @property
     def warmup_epochs(self) -> float:
-        """The warm-up actually used: the explicit value, else min(5, epochs / 10)."""
+        """The warm-up actually used: the explicit value, else the paper's 5 epochs, at
+        most a tenth of the run (whole epochs with the per-epoch schedule)."""
         if self.optimizer.warmup_epochs is not None:
             return self.optimizer.warmup_epochs
+        if self.optimizer.lr_schedule == "epoch":
+            return float(min(5, self.epochs // 10))
         return min(5.0, self.epochs / 10)

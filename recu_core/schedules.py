@@ -9,7 +9,10 @@ tau (set once per epoch t of T, as in the paper):
 so tau(0) = tau_s and tau(T) = tau_e. The paper's defaults are tau_s = 0.85, tau_e = 0.99.
 tau must lie in (0.5, 1): Q(tau) = -b ln(2 - 2 tau) is then positive and finite.
 
-Learning rate: linear warm-up over the first ``warmup`` steps, then cosine to zero.
+Learning rate (``OptimizerConfig.lr_schedule``), warm-up then cosine to zero:
+
+    epoch  the official ReCU schedule, constant within an epoch (``epoch_lr``)
+    step   linear warm-up over the first steps, then cosine per step (``lr_at``)
 """
 
 from __future__ import annotations
@@ -74,3 +77,28 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def epoch_lr(epoch: int, total: int, warmup: int, base_lr: float) -> float:
+    """The official ReCU learning rate of ``epoch`` (0-based) of ``total``, for the whole epoch.
+
+    The official loop sets lr = base * (e + 1) / 5 for e < 5, then steps
+    CosineAnnealingLR(T_max = E - 4) after every epoch from epoch 4 on; with W warm-up
+    epochs (the official W = 5) that is
+
+        lr(e) = base * (e + 1) / W                                    e < W
+        lr(e) = base * (1 + cos(pi * (e - W + 1) / (E - W + 1))) / 2  e >= W
+        lr(e) = base * (1 + cos(pi * e / E)) / 2                      W = 0 (no warm-up)
+
+    so the warm-up ends at base exactly where the cosine starts, and the last epoch's lr
+    is small but not zero.
+    """
+    _check_progress(epoch, total)
+    if not 0 <= warmup < total:
+        raise ValueError(f"warm-up epochs must lie in [0, {total}), got {warmup}")
+    if epoch < warmup:
+        return base_lr * (epoch + 1) / warmup
+    if warmup == 0:
+        return base_lr * 0.5 * (1 + math.cos(math.pi * epoch / total))
+    span = total - warmup + 1
+    return base_lr * 0.5 * (1 + math.cos(math.pi * (epoch - warmup + 1) / span))

@@ -26,6 +26,13 @@ class Settings(BaseSettings):
         Path("var/cache"),
         description="Decoded-dataset cache (RECU_CACHE_DIR); safe to delete, rebuilt on demand.",
     )
+    memory_loader_max_bytes: int = Field(
+        4 * 2**30,
+        ge=0,
+        description="Largest decoded image folder (uint8 bytes, all splits) that "
+        "dataset.loader 'auto' loads into memory (RECU_MEMORY_LOADER_MAX_BYTES); a larger "
+        "one streams from disk.",
+    )
 
 
 def get_settings() -> Settings:

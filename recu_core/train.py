@@ -1,9 +1,10 @@
 """The training function: one run of a ``TrainConfig``, with callbacks and exact resume.
 
 Per epoch t of T: set tau(t) in every binary layer, run the training steps with the lr
-of each step from ``lr_at`` (warm-up then cosine), evaluate, collect weight telemetry,
-then move all epoch figures to the host in one transfer (the only host synchronisation
-of the epoch), call the callbacks.
+of the epoch (``epoch_lr``, the official schedule) or of each step (``lr_at``), evaluate
+on the validation split (if any) and the test split, collect weight telemetry, then move
+all epoch figures to the host in one transfer (the only host synchronisation of the
+epoch), update the best accuracy so far (``selection``), call the callbacks.
 
 Resume is exact: the data order and augmentation of an epoch depend only on
 (seed, epoch), and model, optimizer and BatchNorm state come from the checkpoint, so a
@@ -13,6 +14,7 @@ resumed run continues as the uninterrupted one would (within floating-point tole
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +27,15 @@ from torch import Tensor, nn
 
 from recu_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from recu_core.config import TrainConfig
-from recu_core.data import DeviceLoader, ImageDataset, load_dataset
+from recu_core.data import Dataset, Loader, has_split, load_dataset, make_loader
 from recu_core.layers import set_tau, use_compiled_kernels
 from recu_core.models import create_model
-from recu_core.schedules import lr_at, tau_at
+from recu_core.schedules import epoch_lr, lr_at, tau_at
+from recu_core.selection import BestSoFar
 from recu_core.settings import Settings
 from recu_core.telemetry import WeightTelemetry
+
+log = logging.getLogger("recu.train")
 
 
 @dataclass
@@ -45,15 +50,31 @@ class EpochReport:
     optimizer: torch.optim.Optimizer
     config: TrainConfig
     dataset_shape: dict[str, int]
+    loader: str = "memory"  # which loader fed the run, and why (data.loader_choice)
+
+    @property
+    def is_best(self) -> bool:
+        """Whether this epoch is the run's best so far (its checkpoint is the one to keep)."""
+        return int(self.metrics["best_epoch"]) == self.epoch
 
     def manifest(self) -> dict[str, Any]:
         """The checkpoint manifest for the state after this epoch."""
+        accuracy = {
+            "best_test_acc": self.metrics["best_test_acc"],
+            "best_epoch": int(self.metrics["best_epoch"]),
+            "last_test_acc": self.metrics["test_acc"],
+        }
+        if "best_val_acc" in self.metrics:
+            accuracy["best_val_acc"] = self.metrics["best_val_acc"]
+            accuracy["test_acc_at_best_val"] = self.metrics["test_acc_at_best_val"]
         return {
             "config": self.config.model_dump(mode="json"),
             "epoch": self.epoch,
             "metrics": self.metrics,
+            "accuracy": accuracy,
             "tau": self.metrics["tau"],
             "dataset_shape": self.dataset_shape,
+            "loader": self.loader,
         }
 
     def save_checkpoint(self, path: str | Path) -> str:
@@ -70,8 +91,11 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     telemetry: list[dict[str, Any]] = field(default_factory=list)
 
+    loader: str = "memory"
+
     @property
     def final(self) -> dict[str, float]:
+        """The last epoch's metrics (with the best_* figures of the whole run)."""
         return self.history[-1] if self.history else {}
 
 
@@ -82,7 +106,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: TrainConfig, dataset: ImageDataset) -> nn.Module:
+def build_model(config: TrainConfig, dataset: Dataset) -> nn.Module:
     """The model of ``config`` shaped for ``dataset`` (input channels, classes, size)."""
     return create_model(
         config.model,
@@ -140,37 +164,27 @@ def _world() -> tuple[int, int]:
 
 
 def _make_loaders(
-    config: TrainConfig, dataset: ImageDataset, device: torch.device
-) -> tuple[DeviceLoader, DeviceLoader]:
+    config: TrainConfig, dataset: Dataset, device: torch.device
+) -> tuple[Loader, Loader | None, Loader]:
+    """(train, validation or None, test) loaders; the batch size is global under DDP."""
     rank, world = _world()
-    train_loader = DeviceLoader(
-        dataset.train_images,
-        dataset.train_labels,
-        batch_size=max(1, config.batch_size // world),  # config.batch_size is global
-        mean=dataset.mean,
-        std=dataset.std,
-        train=True,
-        crop_padding=dataset.crop_padding,
-        flip=dataset.flip,
+    common = {"rank": rank, "world_size": world, "device": device}
+    common["channels_last"] = config.channels_last
+    train_loader = make_loader(
+        dataset,
+        "train",
+        batch_size=max(1, config.batch_size // world),
         seed=config.seed,
-        rank=rank,
-        world_size=world,
-        device=device,
-        channels_last=config.channels_last,
+        **common,  # type: ignore[arg-type]
     )
-    test_loader = DeviceLoader(
-        dataset.test_images,
-        dataset.test_labels,
-        batch_size=max(config.batch_size, 256),
-        mean=dataset.mean,
-        std=dataset.std,
-        train=False,
-        rank=rank,
-        world_size=world,
-        device=device,
-        channels_last=config.channels_last,
+    eval_batch = max(config.batch_size, 256)
+    val_loader = (
+        make_loader(dataset, "val", batch_size=eval_batch, **common)  # type: ignore[arg-type]
+        if has_split(dataset, "val")
+        else None
     )
-    return train_loader, test_loader
+    test_loader = make_loader(dataset, "test", batch_size=eval_batch, **common)  # type: ignore[arg-type]
+    return train_loader, val_loader, test_loader
 
 
 def evaluate(
@@ -196,19 +210,11 @@ def evaluate(
     return loss_sum, correct.float(), count
 
 
-def evaluate_accuracy(model: nn.Module, dataset: ImageDataset, *, device: str = "auto") -> float:
+def evaluate_accuracy(model: nn.Module, dataset: Dataset, *, device: str = "auto") -> float:
     """Top-1 test accuracy of ``model`` on ``dataset`` (one host sync)."""
     dev = resolve_device(device)
     model = model.to(dev)
-    loader = DeviceLoader(
-        dataset.test_images,
-        dataset.test_labels,
-        batch_size=256,
-        mean=dataset.mean,
-        std=dataset.std,
-        train=False,
-        device=dev,
-    )
+    loader = make_loader(dataset, "test", batch_size=256, device=dev)
     _, correct, count = evaluate(model, loader.epoch(0))
     return float(correct.cpu()) / count
 
@@ -218,13 +224,15 @@ def train(
     *,
     callbacks: Sequence[Callback] = (),
     resume_from: Checkpoint | str | Path | None = None,
-    dataset: ImageDataset | None = None,
+    dataset: Dataset | None = None,
     settings: Settings | None = None,
 ) -> TrainResult:
     """Train ``config`` from scratch or from ``resume_from``; return the model and history."""
     device = resolve_device(config.device)
     if dataset is None:
         dataset = load_dataset(config.dataset, settings=settings)
+    loader = dataset.loader
+    log.info("data loader: %s", loader)
     torch.manual_seed(config.seed)
     model = build_model(config, dataset).to(device)
     if config.channels_last:
@@ -233,14 +241,17 @@ def train(
         use_compiled_kernels(model)  # whole-model compile fuses these kernels itself
     optimizer = build_optimizer(config, model)
     start_epoch = 0
+    best = BestSoFar()
     if resume_from is not None:
         ckpt = resume_from if isinstance(resume_from, Checkpoint) else load_checkpoint(resume_from)
         start_epoch = _restore(ckpt, config, model, optimizer)
+        best = BestSoFar.from_metrics(ckpt.manifest.get("metrics", {}))
     telemetry = WeightTelemetry(model)
-    train_loader, test_loader = _make_loaders(config, dataset, device)
+    train_loader, val_loader, test_loader = _make_loaders(config, dataset, device)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    per_epoch_lr = config.optimizer.lr_schedule == "epoch"
     step_model: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
     distributed = _world()[1] > 1
     if distributed:  # gradients all-reduced across ranks; evaluation uses the plain model
@@ -251,7 +262,7 @@ def train(
         "in_channels": dataset.in_channels,
         "image_size": dataset.image_size,
     }
-    result = TrainResult(model=model)
+    result = TrainResult(model=model, loader=loader)
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -262,9 +273,15 @@ def train(
         correct = torch.zeros((), device=device)
         seen = 0
         step = epoch * steps_per_epoch
-        lr = config.optimizer.lr
+        base_lr = config.optimizer.lr
+        lr = (
+            epoch_lr(epoch, config.epochs, int(config.warmup_epochs), base_lr)
+            if per_epoch_lr
+            else base_lr
+        )
         for x, y in train_loader.epoch(epoch):  # x: (B, C, H, W), y: (B,)
-            lr = lr_at(step, total_steps, warmup_steps, config.optimizer.lr)
+            if not per_epoch_lr:
+                lr = lr_at(step, total_steps, warmup_steps, base_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with _autocast(config, device):
@@ -281,33 +298,39 @@ def train(
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
         with _autocast(config, device):
-            test_loss, test_correct, test_count = evaluate(
-                model, test_loader.epoch(0), label_smoothing=label_smoothing
-            )
-        counts = torch.stack(
-            [
-                torch.full((), float(seen), device=device),
-                torch.full((), float(test_count), device=device),
+            evaluated = [
+                evaluate(model, loader.epoch(0), label_smoothing=label_smoothing)
+                for loader in (test_loader, val_loader)
+                if loader is not None
             ]
-        )
-        stats = torch.cat([torch.stack([loss_sum, correct, test_loss, test_correct]), counts])
+        sums = [loss_sum, correct] + [t for loss, hits, _ in evaluated for t in (loss, hits)]
+        counts = [float(seen)] + [float(n) for _, _, n in evaluated]
+        stats = torch.stack(sums + [torch.full((), c, device=device) for c in counts])
         if distributed:  # sums over every rank's shard (the weights are identical)
             torch.distributed.all_reduce(stats)
+        n_stats = stats.shape[0]
         figures = torch.cat([stats, telemetry.collect(device)])
         host = figures.tolist()  # the one device-to-host transfer of the epoch
-        seen, test_count = int(host[4]), int(host[5])
+        sums_host, counts_host = host[: len(sums)], host[len(sums) : n_stats]
+        seen, test_count = int(counts_host[0]), int(counts_host[1])
         elapsed = time.perf_counter() - started
         metrics = {
             "epoch": float(epoch + 1),
-            "train_loss": host[0] / seen,
-            "train_acc": host[1] / seen,
-            "test_loss": host[2] / test_count,
-            "test_acc": host[3] / test_count,
+            "train_loss": sums_host[0] / seen,
+            "train_acc": sums_host[1] / seen,
+            "test_loss": sums_host[2] / test_count,
+            "test_acc": sums_host[3] / test_count,
             "tau": tau,
             "lr": lr,
             "epoch_time_s": elapsed,
             "images_per_s": seen / elapsed,
         }
+        if val_loader is not None:
+            val_count = counts_host[2]
+            metrics["val_loss"] = sums_host[4] / val_count
+            metrics["val_acc"] = sums_host[5] / val_count
+        best.update(epoch + 1, metrics)
+        metrics |= best.figures()
         report = EpochReport(
             epoch=epoch + 1,
             total_epochs=config.epochs,
@@ -317,6 +340,7 @@ def train(
             optimizer=optimizer,
             config=config,
             dataset_shape=dataset_shape,
+            loader=loader,
         )
         result.history.append(metrics)
         result.telemetry.append(report.telemetry)

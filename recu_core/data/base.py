@@ -54,10 +54,17 @@ class ImageDataset:
     std: tuple[float, ...]
     crop_padding: int  # random-crop zero padding of the default augmentation
     flip: bool  # random horizontal flip in the default augmentation
+    val_images: torch.Tensor | None = None  # (V, C, H, W) uint8, carved from train
+    val_labels: torch.Tensor | None = None  # (V,) int64
+    loader: str = "memory"  # how the run is fed, and why (load_dataset's choice)
 
     def __post_init__(self) -> None:
         _check_split("train", self.train_images, self.train_labels, len(self.classes))
         _check_split("test", self.test_images, self.test_labels, len(self.classes))
+        if (self.val_images is None) != (self.val_labels is None):
+            raise DatasetError(f"{self.name}: val_images and val_labels go together")
+        if self.val_images is not None and self.val_labels is not None:
+            _check_split("val", self.val_images, self.val_labels, len(self.classes))
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise DatasetError(f"{self.name}: mean/std need one value per channel")
 
@@ -94,6 +101,16 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
         means.append(float(mean))
         stds.append(float(var.sqrt()))
     return tuple(means), tuple(stds)
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train index, validation index): a seeded shuffle of range(n), the last
+    round(fraction * n) positions (at least 1, leaving at least 1) held out."""
+    held = min(max(1, round(fraction * n)), n - 1)
+    if held < 1:
+        raise DatasetError(f"a validation split needs at least 2 training images, got {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # (n,)
+    return order[: n - held].sort().values, order[n - held :].sort().values
 
 
 def _check_split(split: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:

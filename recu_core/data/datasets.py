@@ -1,8 +1,11 @@
-"""``load_dataset``: a ``DatasetConfig`` in, an in-memory ``ImageDataset`` out.
+"""``load_dataset``: a ``DatasetConfig`` in, an ``ImageDataset`` (in memory) or a
+``StreamingDataset`` (an image folder read batch by batch) out.
 
-Each source decodes to ``Splits``; this module resolves paths, takes the
-configured subset, computes the normalisation statistics and fills in the
-source's default augmentation.
+Each in-memory source decodes to ``Splits``; this module resolves paths, takes the
+configured subset, carves the validation split, computes the normalisation statistics
+and fills in the source's default augmentation. An image folder streams when
+``dataset.loader`` says so, or ('auto') when its decoded images would not fit in
+``Settings.memory_loader_max_bytes``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ from pathlib import Path
 import torch
 
 from recu_core.config import DatasetConfig
-from recu_core.data.base import DatasetError, ImageDataset, Splits, channel_stats
+from recu_core.data.base import (
+    DatasetError,
+    ImageDataset,
+    Splits,
+    channel_stats,
+    validation_split,
+)
 from recu_core.data.cifar import LAYOUTS, load_cifar
 from recu_core.data.digits import load_digits_splits
-from recu_core.data.imagefolder import LAYOUT, load_imagefolder
+from recu_core.data.imagefolder import LAYOUT, load_imagefolder, scan
+from recu_core.data.stream_source import decoded_bytes, open_streaming
+from recu_core.data.streaming import StreamingDataset
 from recu_core.data.synthetic import synthetic_splits
 from recu_core.settings import Settings, get_settings
 
@@ -33,13 +44,47 @@ class _Source:
     flip: bool  # default random horizontal flip
 
 
-def load_dataset(cfg: DatasetConfig, *, settings: Settings | None = None) -> ImageDataset:
-    """Load (decoding once, then from the cache) the dataset ``cfg`` names."""
+def load_dataset(
+    cfg: DatasetConfig, *, settings: Settings | None = None
+) -> ImageDataset | StreamingDataset:
+    """Load the dataset ``cfg`` names: in memory (decoded once, then from the cache), or
+    as a streaming image folder; ``.loader`` on the result says which, and why."""
     settings = settings if settings is not None else get_settings()
+    if cfg.name != "imagefolder":
+        if cfg.loader == "streaming":
+            raise DatasetError(
+                f"dataset.loader 'streaming' reads image folders only, not {cfg.name!r}; "
+                "use loader 'auto' or 'memory'"
+            )
+        return load_in_memory(cfg, settings, f"memory ({cfg.name} is held in memory)")
+    root = _imagefolder_root(cfg, settings)
+    if cfg.loader == "memory":
+        return load_in_memory(cfg, settings, "memory (dataset.loader)")
+    if cfg.loader == "streaming":
+        return open_streaming(cfg, scan(root, with_listing=False), "streaming (dataset.loader)")
+    if cfg.image_size is None:  # streaming crops to image_size: without one, memory
+        return load_in_memory(cfg, settings, "memory (no dataset.image_size to stream at)")
+    layout = scan(root, with_listing=False)
+    need, limit = decoded_bytes(layout, cfg.image_size), settings.memory_loader_max_bytes
+    sizes = f"decoded size {need / 2**30:.2f} GiB, limit {limit / 2**30:.2f} GiB"
+    if need > limit:
+        return open_streaming(cfg, layout, f"streaming (auto: {sizes})")
+    return load_in_memory(cfg, settings, f"memory (auto: {sizes})")
+
+
+def load_in_memory(cfg: DatasetConfig, settings: Settings, loader: str) -> ImageDataset:
+    """The dataset decoded into uint8 tensors (cached on disk after the first decode)."""
     source = _SOURCES[cfg.name]
     splits = source.load(cfg, settings)
     train_images, train_labels = _first(splits.train_images, splits.train_labels, cfg.num_train)
     test_images, test_labels = _first(splits.test_images, splits.test_labels, cfg.num_test)
+    val_images = val_labels = None
+    if cfg.val_fraction is not None:
+        train_index, val_index = validation_split(
+            train_labels.shape[0], cfg.val_fraction, cfg.split_seed
+        )
+        val_images, val_labels = train_images[val_index], train_labels[val_index]
+        train_images, train_labels = train_images[train_index], train_labels[train_index]
     mean, std = channel_stats(train_images)
     image_size = int(train_images.shape[2])
     return ImageDataset(
@@ -55,6 +100,9 @@ def load_dataset(cfg: DatasetConfig, *, settings: Settings | None = None) -> Ima
             cfg.crop_padding if cfg.crop_padding is not None else source.crop_padding(image_size)
         ),
         flip=cfg.flip if cfg.flip is not None else source.flip,
+        val_images=val_images,
+        val_labels=val_labels,
+        loader=loader,
     )
 
 
@@ -82,13 +130,16 @@ def _load_cifar(cfg: DatasetConfig, settings: Settings) -> Splits:
     return load_cifar(cfg.name, root, settings.cache_dir)
 
 
-def _load_imagefolder(cfg: DatasetConfig, settings: Settings) -> Splits:
+def _imagefolder_root(cfg: DatasetConfig, settings: Settings) -> Path:
     if cfg.root is None:
         raise DatasetError(
             f"imagefolder: dataset.root is required; point it at a folder laid out as {LAYOUT}"
         )
-    root = resolve_root(cfg.root, settings.data_dir)
-    return load_imagefolder(root, cfg.image_size, settings.cache_dir)
+    return resolve_root(cfg.root, settings.data_dir)
+
+
+def _load_imagefolder(cfg: DatasetConfig, settings: Settings) -> Splits:
+    return load_imagefolder(_imagefolder_root(cfg, settings), cfg.image_size, settings.cache_dir)
 
 
 def _load_synthetic(cfg: DatasetConfig, settings: Settings) -> Splits:
