@@ -8,7 +8,7 @@ augments it as the official ImageNet recipe does:
            ratio log-uniform in [3/4, 4/3], torchvision's algorithm) + horizontal flip
     eval   resize the shorter side to round(S * 256 / 224), centre crop S x S
 
-and returns uint8 (3, S, S); the main process moves each batch to the device one batch
+and returns uint8 (S, S, 3); the main process moves each batch to the device one batch
 ahead (pinned, non-blocking on CUDA) and normalises it there. Memory is bounded by the
 prefetch depth and the worker count, not the dataset: the file list is one bytes buffer
 with offsets (no Python object per file, so forked workers do not copy it page by page
@@ -172,7 +172,8 @@ def eval_view(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class _Images(Dataset[tuple[Tensor, int]]):
-    """Index (epoch, i) -> (uint8 (3, S, S), label): decoded and augmented in the worker."""
+    """Index (epoch, i) -> (uint8 (S, S, 3), label): decoded and augmented in the worker
+    (channels last, as decoded: the main process permutes the batch on the device)."""
 
     def __init__(self, split: FileSplit, data: StreamingDataset, *, train: bool, seed: int):
         self.split, self.train, self.seed = split, train, seed
@@ -189,8 +190,7 @@ class _Images(Dataset[tuple[Tensor, int]]):
             view = train_view(image, self.size, self.scale, self.flip, rng)
         else:
             view = eval_view(image, self.size)
-        chw = torch.from_numpy(np.ascontiguousarray(view)).permute(2, 0, 1)  # (3, S, S)
-        return chw.contiguous(), int(self.split.labels[i])
+        return torch.from_numpy(np.array(view, order="C")), int(self.split.labels[i])  # (S, S, 3)
 
 
 class _EpochBatches(Sampler[list[tuple[int, int]]]):
@@ -276,7 +276,7 @@ class StreamingLoader:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.batches.set_epoch(epoch)
         pending: tuple[Tensor, Tensor] | None = None
-        for images, labels in self.loader:  # (B, 3, S, S) uint8, (B,)
+        for images, labels in self.loader:  # (B, S, S, 3) uint8, (B,)
             ready = (
                 images.to(self.device, non_blocking=True),
                 labels.to(self.device, non_blocking=True),
@@ -288,11 +288,11 @@ class StreamingLoader:
             yield self._normalise(pending[0]), pending[1]
 
     def _normalise(self, x: Tensor) -> Tensor:
-        """uint8 (B, 3, S, S) -> float32 (x - 255 mean) / (255 std) on the device."""
-        out = x.float().sub_(self.mean).div_(self.std)
-        if self.channels_last:
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        """uint8 (B, S, S, 3) -> float32 (B, 3, S, S), (x - 255 mean) / (255 std), on the
+        device; channels_last is the decoded layout already, else made contiguous."""
+        out = x.permute(0, 3, 1, 2).float().sub_(self.mean).div_(self.std)  # (B, 3, S, S)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return out.contiguous(memory_format=fmt)
 
 
 def _context() -> str:

@@ -39,6 +39,7 @@ def test_bad_field_is_named_with_allowed_values(payload, field, hint):
 def test_warmup_default_scales_with_short_runs():
     assert TrainConfig(epochs=600).warmup_epochs == 5.0
     assert TrainConfig(epochs=20).warmup_epochs == 2.0
+    assert TrainConfig(epochs=9).warmup_epochs == 0.0  # whole epochs: a tenth of 9 is none
     with pytest.raises(ValidationError, match=r"warmup_epochs \(5.0\) must be smaller than epochs"):
         TrainConfig.model_validate({"epochs": 5, "optimizer": {"warmup_epochs": 5}})
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from recu_core.config import TauSchedule
-from recu_core.schedules import lr_at, tau_at
+from recu_core.config import TauSchedule, TrainConfig
+from recu_core.schedules import epoch_lr, lr_at, tau_at
 
 taus = st.floats(min_value=0.5001, max_value=0.9999)
 
@@ -66,3 +66,45 @@ def test_lr_warmup_then_cosine():
     lrs = [lr_at(s, 100, 10, 0.1) for s in range(10, 101)]
     assert all(b <= a for a, b in itertools.pairwise(lrs))
     assert lr_at(0, 100, 0, 0.1) == pytest.approx(0.1)
+
+
+def _official_lrs(epochs: int, base: float, warm_up: bool) -> list[float]:
+    """The lr of each epoch as the official ReCU loop sets it: warm-up by hand for the
+    first 5 epochs, PyTorch's CosineAnnealingLR(T_max = E - 4 * warm_up) stepped after
+    each epoch from epoch 4 * warm_up on (cifar/main.py, imagenet/main.py)."""
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [param], "initial_lr": base}], lr=base)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, epochs - warm_up * 4, eta_min=0, last_epoch=-1
+    )
+    lrs = []
+    for epoch in range(epochs):
+        if warm_up and epoch < 5:
+            optimizer.param_groups[0]["lr"] = base * (epoch + 1) / 5
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if epoch >= 4 * warm_up:
+            scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize(("epochs", "warm_up"), [(600, True), (200, True), (12, True), (30, False)])
+def test_epoch_lr_is_the_official_loop_with_pytorchs_scheduler(epochs, warm_up):
+    official = _official_lrs(epochs, 0.1, warm_up)
+    ours = [epoch_lr(e, epochs, 5 if warm_up else 0, 0.1) for e in range(epochs)]
+    assert ours == pytest.approx(official, rel=1e-9, abs=1e-15)
+
+
+def test_epoch_lr_rejects_a_warmup_as_long_as_the_run():
+    with pytest.raises(ValueError, match=r"warm-up epochs must lie in \[0, 5\)"):
+        epoch_lr(0, 5, 5, 0.1)
+
+
+def test_default_warmup_is_whole_epochs_with_the_epoch_schedule():
+    assert TrainConfig(epochs=600).warmup_epochs == 5.0
+    assert TrainConfig(epochs=25).warmup_epochs == 2.0
+    assert TrainConfig(epochs=25, optimizer={"lr_schedule": "step"}).warmup_epochs == 2.5
+    with pytest.raises(ValidationError, match="whole number of epochs"):
+        TrainConfig.model_validate({"epochs": 25, "optimizer": {"warmup_epochs": 2.5}})
