@@ -77,6 +77,9 @@ def submit(
     spec: Annotated[
         Path | None, typer.Option(help="A JSON job spec (the POST /jobs body).")
     ] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="An official run's preset (cifar10_resnet20, ...).")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Overrides the spec's model.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Overrides the spec's dataset name.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Overrides the spec's epochs.")] = None,
@@ -89,6 +92,8 @@ def submit(
 ) -> None:
     """Submit a training job; with --wait, show its progress until it ends."""
     body: dict[str, Any] = json.loads(spec.read_text()) if spec else {}
+    if recipe:
+        body["recipe"] = recipe
     if model:
         body["model"] = model
     if dataset:
@@ -124,15 +129,27 @@ def _follow(client: httpx.Client, job_id: int, epochs: int, poll_s: float = 1.0)
         task = progress.add_task("", total=epochs, status="")
         while True:
             job = _check(client.get(f"/jobs/{job_id}"))
-            acc = (job["latest_metrics"] or {}).get("test_acc")
-            status = job["state"] + (f"  test acc {acc:.2%}" if acc is not None else "")
+            status = job["state"] + _accuracy(job)
             progress.update(task, completed=job["current_epoch"], status=status)
             if job["state"] in TERMINAL:
                 break
             time.sleep(poll_s)
-    console.print(f"job {job_id} {job['state']}" + (f": {job['error']}" if job["error"] else ""))
+    console.print(
+        f"job {job_id} {job['state']}{_accuracy(job)}"
+        + (f": {job['error']}" if job["error"] else "")
+    )
     if job["state"] != "succeeded":
         raise typer.Exit(code=1)
+
+
+def _accuracy(job: dict[str, Any]) -> str:
+    """'  best test acc B (epoch E), last L' once the job has a finished epoch."""
+    if job["last_test_acc"] is None:
+        return ""
+    return (
+        f"  best test acc {job['best_test_acc']:.2%} (epoch {job['best_epoch']}), "
+        f"last {job['last_test_acc']:.2%}"
+    )
 
 
 def jobs(
@@ -143,16 +160,17 @@ def jobs(
     """List jobs, newest first."""
     params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
     page = call(api, "GET", "/jobs", params=params)
-    table = Table("id", "state", "model", "dataset", "epoch", "test acc", "attempt")
+    table = Table("id", "state", "model", "dataset", "epoch", "best test acc", "last", "attempt")
     for job in page["items"]:
-        acc = (job["latest_metrics"] or {}).get("test_acc")
+        best, last = job["best_test_acc"], job["last_test_acc"]
         table.add_row(
             str(job["id"]),
             job["state"],
             job["spec"]["model"],
             job["spec"]["dataset"]["name"],
             f"{job['current_epoch']}/{job['spec']['epochs']}",
-            "" if acc is None else f"{acc:.2%}",
+            "" if best is None else f"{best:.2%} (epoch {job['best_epoch']})",
+            "" if last is None else f"{last:.2%}",
             str(job["attempt"]),
         )
     console.print(table)

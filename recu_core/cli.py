@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from recu_core.config import (
     SteName,
     TrainConfig,
 )
+from recu_core.recipes import RecipeName
 
 app = typer.Typer(
     help="ReCU binary neural networks: train, evaluate, inspect.", no_args_is_help=True
@@ -37,6 +38,20 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _given(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` without the options left unset (None), and without sections left empty:
+    what is not given comes from the recipe, else from TrainConfig's defaults."""
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            value = _given(value)
+            if not value:
+                continue
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def _validation_message(err: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors()
@@ -45,46 +60,64 @@ def _validation_message(err: ValidationError) -> str:
 
 @app.command()
 def train(
-    model: Annotated[ModelName, typer.Option(help="Model name.")] = "resnet20",
-    dataset: Annotated[DatasetName, typer.Option(help="Dataset name.")] = "digits",
+    recipe: Annotated[
+        RecipeName | None,
+        typer.Option(help="Start from an official run's preset; other flags override it."),
+    ] = None,
+    model: Annotated[ModelName | None, typer.Option(help="Model name.")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(help="Dataset name.")] = None,
     data_root: Annotated[
         str | None, typer.Option(help="Dataset folder, relative to RECU_DATA_DIR or absolute.")
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="imagefolder: resize to NxN.")] = None,
     num_train: Annotated[int | None, typer.Option(help="Use at most N train images.")] = None,
     num_test: Annotated[int | None, typer.Option(help="Use at most N test images.")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
-    batch_size: Annotated[int, typer.Option(min=1)] = 128,
-    optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
-    lr: Annotated[float, typer.Option()] = 0.1,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Hold out this fraction of train as validation.")
+    ] = None,
+    loader: Annotated[
+        str | None, typer.Option(help="imagefolder: auto, memory or streaming.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Default 30.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Default 128.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd (default) or adam.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Default 0.1.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum (0.9).")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Default 5e-4.")] = None,
     warmup_epochs: Annotated[float | None, typer.Option()] = None,
-    label_smoothing: Annotated[float, typer.Option()] = 0.0,
-    tau_schedule: Annotated[ScheduleKind, typer.Option()] = "exponential",
-    tau_s: Annotated[float, typer.Option(help="tau at the start, in (0.5, 1).")] = 0.85,
-    tau_e: Annotated[float, typer.Option(help="tau at the end, in (0.5, 1).")] = 0.99,
-    clamp: Annotated[bool, typer.Option(help="ReCU clamp (off: plain BNN).")] = True,
-    standardize: Annotated[bool, typer.Option(help="Per-filter weight standardisation.")] = True,
-    activation_ste: Annotated[SteName, typer.Option()] = "approx_sign",
-    alpha: Annotated[bool, typer.Option(help="Learned per-channel alpha.")] = True,
+    lr_schedule: Annotated[
+        str | None, typer.Option(help="epoch (the official, default) or step.")
+    ] = None,
+    label_smoothing: Annotated[float | None, typer.Option()] = None,
+    tau_schedule: Annotated[ScheduleKind | None, typer.Option(help="exponential.")] = None,
+    tau_s: Annotated[float | None, typer.Option(help="tau at the start (0.85).")] = None,
+    tau_e: Annotated[float | None, typer.Option(help="tau at the end (0.99).")] = None,
+    clamp: Annotated[bool | None, typer.Option(help="ReCU clamp (off: plain BNN).")] = None,
+    standardize: Annotated[
+        bool | None, typer.Option(help="Per-filter weight standardisation.")
+    ] = None,
+    activation_ste: Annotated[SteName | None, typer.Option()] = None,
+    alpha: Annotated[bool | None, typer.Option(help="Learned per-channel alpha.")] = None,
     scale_activations: Annotated[
-        bool, typer.Option(help="Per-sample activation scaling before sign (training).")
-    ] = True,
+        bool | None, typer.Option(help="Per-sample activation scaling before sign (training).")
+    ] = None,
     full_precision: Annotated[bool, typer.Option(help="Train the full-precision twin.")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (CUDA).")] = False,
-    channels_last: Annotated[bool, typer.Option()] = False,
+    channels_last: Annotated[bool | None, typer.Option()] = None,
     compile_model: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the whole model.")
-    ] = False,
+        bool | None, typer.Option("--compile", help="torch.compile the whole model.")
+    ] = None,
     kernels: Annotated[
-        str, typer.Option(help="compiled (fused activation kernels) or eager.")
-    ] = "compiled",
-    output: Annotated[Path, typer.Option("-o", "--output", help="Final checkpoint path.")] = Path(
-        "var/runs/last.safetensors"
-    ),
+        str | None, typer.Option(help="compiled (fused activation kernels) or eager.")
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Final checkpoint path; the best epoch's goes to NAME.best.*"
+        ),
+    ] = Path("var/runs/last.safetensors"),
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -104,41 +137,47 @@ def train(
     from recu_core.train import EXECUTION_FIELDS, EpochReport
     from recu_core.train import train as run_training
 
-    spec = {
-        "model": model,
-        "binary": not full_precision,
-        "dataset": {
-            "name": dataset,
-            "root": data_root,
-            "image_size": image_size,
-            "num_train": num_train,
-            "num_test": num_test,
-        },
-        "binary_options": {
-            "clamp": clamp,
-            "standardize": standardize,
-            "activation_ste": activation_ste,
-            "alpha": "learned" if alpha else "none",
-            "scale_activations": scale_activations,
-        },
-        "tau": {"kind": tau_schedule, "tau_s": tau_s, "tau_e": tau_e},
-        "optimizer": {
-            "name": optimizer,
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "warmup_epochs": warmup_epochs,
-            "label_smoothing": label_smoothing,
-        },
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
-        "precision": "bf16" if bf16 else "fp32",
-        "channels_last": channels_last,
-        "compile": compile_model,
-        "kernels": kernels,
-        "device": device,
-    }
+    spec = _given(
+        {
+            "recipe": recipe,
+            "model": model,
+            "binary": False if full_precision else None,
+            "dataset": {
+                "name": dataset,
+                "root": data_root,
+                "image_size": image_size,
+                "num_train": num_train,
+                "num_test": num_test,
+                "val_fraction": val_fraction,
+                "loader": loader,
+            },
+            "binary_options": {
+                "clamp": clamp,
+                "standardize": standardize,
+                "activation_ste": activation_ste,
+                "alpha": None if alpha is None else ("learned" if alpha else "none"),
+                "scale_activations": scale_activations,
+            },
+            "tau": {"kind": tau_schedule, "tau_s": tau_s, "tau_e": tau_e},
+            "optimizer": {
+                "name": optimizer,
+                "lr": lr,
+                "momentum": momentum,
+                "weight_decay": weight_decay,
+                "warmup_epochs": warmup_epochs,
+                "lr_schedule": lr_schedule,
+                "label_smoothing": label_smoothing,
+            },
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "precision": "bf16" if bf16 else None,
+            "channels_last": channels_last,
+            "compile": compile_model,
+            "kernels": kernels,
+            "device": device,
+        }
+    )
     try:
         if resume is not None:  # the run's recipe comes from the checkpoint
             saved = load_checkpoint(resume).manifest["config"]
@@ -149,7 +188,7 @@ def train(
     except (ValueError, FileNotFoundError) as err:
         raise _fail(str(err)) from None
 
-    table = Table("epoch", "tau", "lr", "train loss", "train acc", "test acc", "img/s")
+    table = Table("epoch", "tau", "lr", "train loss", "train acc", "test acc", "best", "img/s")
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -166,13 +205,13 @@ def train(
         progress.update(
             task,
             completed=report.epoch,
-            status=f"test acc {m['test_acc']:.2%}  loss {m['train_loss']:.3f}",
+            status=f"test acc {m['test_acc']:.2%} (best {m['best_test_acc']:.2%})",
         )
         progress.console.print(
             f"epoch {report.epoch:>3}/{report.total_epochs}  tau {m['tau']:.4f}  "
             f"lr {m['lr']:.4f}  train loss {m['train_loss']:.4f}  "
             f"train acc {m['train_acc']:.2%}  test acc {m['test_acc']:.2%}  "
-            f"{m['images_per_s']:.0f} img/s"
+            f"best {m['best_test_acc']:.2%}  {m['images_per_s']:.0f} img/s"
         )
         table.add_row(
             str(report.epoch),
@@ -181,12 +220,16 @@ def train(
             f"{m['train_loss']:.4f}",
             f"{m['train_acc']:.2%}",
             f"{m['test_acc']:.2%}",
+            f"{m['best_test_acc']:.2%}",
             f"{m['images_per_s']:.0f}",
         )
         last[:] = [report]
         if report.epoch % save_every == 0 or report.epoch == report.total_epochs:
             report.save_checkpoint(output)  # atomic: a crash leaves the previous one
+        if report.is_best:
+            report.save_checkpoint(best_output)
 
+    best_output = output.with_name(f"{output.stem}.best{output.suffix}")
     label = f"{'ReCU' if config.binary else 'FP'} {config.model} on {config.dataset.name}"
     with progress:
         task = progress.add_task(label, total=config.epochs, status="")
@@ -201,9 +244,19 @@ def train(
     if metrics_json is not None:
         metrics_json.parent.mkdir(parents=True, exist_ok=True)
         metrics_json.write_text(json.dumps(result.history, indent=2))
+    final = result.final
     console.print(
-        f"final test accuracy {result.final['test_acc']:.2%}  "
-        f"checkpoint {output} (sha256 {sha[:16]}...)"
+        f"best test accuracy {final['best_test_acc']:.2%} (epoch {int(final['best_test_epoch'])}"
+        f", what the paper reports)  last epoch's {final['test_acc']:.2%}"
+    )
+    if "best_val_acc" in final:
+        console.print(
+            f"best validation accuracy {final['best_val_acc']:.2%} (epoch "
+            f"{int(final['best_epoch'])}), test accuracy there {final['test_acc_at_best_val']:.2%}"
+        )
+    console.print(
+        f"data loader: {result.loader}\nlast checkpoint {output} (sha256 {sha[:16]}...), "
+        f"best epoch's {best_output}"
     )
 
 

@@ -75,10 +75,12 @@ def store_checkpoint(
     stream: BinaryIO,
     *,
     keep: int,
+    best_epoch: int | None = None,
     now: datetime | None = None,
 ) -> Checkpoint | None:
     """Store a checkpoint read from ``stream`` in CHUNK_BYTES chunks; keep the newest
-    ``keep`` of the job's checkpoints. None (nothing written) if the lease is stale."""
+    ``keep`` of the job's checkpoints and the one of ``best_epoch`` (the run's best so far,
+    which the worker always stores). None (nothing written) if the lease is stale."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     now = now or utcnow()
@@ -108,12 +110,12 @@ def store_checkpoint(
         ckpt.size = size
         ckpt.sha256 = digest.hexdigest()
         stale = (
-            select(Checkpoint.id)
+            select(Checkpoint.id, Checkpoint.epoch)
             .where(Checkpoint.job_id == lease.job_id)
             .order_by(Checkpoint.epoch.desc(), Checkpoint.id.desc())
             .offset(keep)
         )
-        old_ids = list(session.scalars(stale))
+        old_ids = [row.id for row in session.execute(stale) if row.epoch != best_epoch]
         if old_ids:
             session.execute(
                 delete(CheckpointChunk).where(CheckpointChunk.checkpoint_id.in_(old_ids))

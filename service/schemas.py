@@ -23,7 +23,12 @@ class CheckpointPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     every_epochs: int = Field(1, ge=1, le=10_000, description="Store a checkpoint every N epochs.")
-    keep: int = Field(2, ge=1, le=1000, description="Keep the newest K checkpoints.")
+    keep: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="Keep the newest K checkpoints, and always the best epoch's (best_epoch).",
+    )
 
 
 class JobCreate(TrainConfig):
@@ -44,6 +49,15 @@ class JobPublic(BaseModel):
     max_attempts: int
     priority: int
     current_epoch: int
+    best_test_acc: float | None = Field(
+        None, description="Best test accuracy over the epochs so far (what the paper reports)."
+    )
+    best_epoch: int | None = Field(
+        None,
+        description="The epoch of the kept best checkpoint: the best validation epoch with "
+        "a validation split, else the best test epoch.",
+    )
+    last_test_acc: float | None = Field(None, description="The latest epoch's test accuracy.")
     latest_metrics: dict[str, Any] | None
     error: str | None
     spec: dict[str, Any]
@@ -95,6 +109,7 @@ class CheckpointPublic(BaseModel):
     sha256: str
     metrics: dict[str, Any]
     created_at: datetime
+    best: bool = Field(False, description="The checkpoint of the job's best_epoch.")
 
 
 class CancelResult(BaseModel):

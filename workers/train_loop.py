@@ -102,28 +102,35 @@ def run_training(
         (a fenced write is safe to retry; an ended lease stops the job)."""
         return retry_transient(write, seconds=lease_s)
 
+    announced: list[bool] = []  # the loader line goes with the first epoch's log
+
     def on_epoch(epoch_report: EpochReport) -> None:
         m, epoch = epoch_report.metrics, epoch_report.epoch
         if rank == 0:
-            line = (
+            lines = [f"data loader: {epoch_report.loader}"] if not announced else []
+            lines.append(
                 f"epoch {epoch}/{epoch_report.total_epochs} tau {m['tau']:.4f} lr {m['lr']:.4f} "
                 f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f} "
-                f"test acc {m['test_acc']:.4f} ({m['images_per_s']:.0f} img/s)"
+                f"test acc {m['test_acc']:.4f} best {m['best_test_acc']:.4f} "
+                f"({m['images_per_s']:.0f} img/s)"
             )
             written = (
                 durable(lambda: queue.record_epoch(db, lease, epoch, m))
                 and durable(
                     lambda: results.record_telemetry(db, lease, epoch, epoch_report.telemetry)
                 )
-                and durable(lambda: results.append_logs(db, lease, [line]))
+                and durable(lambda: results.append_logs(db, lease, lines))
             )
-            if written and (epoch % every == 0 or epoch == epoch_report.total_epochs):
+            announced.append(True)
+            due = epoch % every == 0 or epoch == epoch_report.total_epochs
+            if written and (due or epoch_report.is_best):  # the best epoch's is always kept
                 data = checkpoint_to_bytes(
                     epoch_report.model, epoch_report.optimizer, epoch_report.manifest()
                 )
+                best_epoch = int(m["best_epoch"])
                 stored = durable(
                     lambda: results.store_checkpoint(
-                        db, lease, epoch, m, io.BytesIO(data), keep=keep
+                        db, lease, epoch, m, io.BytesIO(data), keep=keep, best_epoch=best_epoch
                     )
                 )
                 written = stored is not None

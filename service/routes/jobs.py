@@ -38,6 +38,8 @@ def to_public(
     times: dict[int, tuple[datetime | None, datetime | None]] | None = None,
 ) -> JobPublic:
     started, finished = (times or {}).get(job.id, (None, None))
+    metrics = (latest or {}).get(job.id) or {}
+    best_epoch = metrics.get("best_epoch")
     return JobPublic(
         id=job.id,
         kind=job.kind,
@@ -47,6 +49,9 @@ def to_public(
         max_attempts=job.max_attempts,
         priority=job.priority,
         current_epoch=job.current_epoch,
+        best_test_acc=metrics.get("best_test_acc"),
+        best_epoch=None if best_epoch is None else int(best_epoch),
+        last_test_acc=metrics.get("test_acc"),
         latest_metrics=(latest or {}).get(job.id),
         error=job.error,
         spec=job.spec,
@@ -250,8 +255,12 @@ def get_events(job: JobDep, session: SessionDep) -> list[EventPublic]:
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic], responses=NOT_FOUND)
 def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
+    """The stored checkpoints, oldest first; ``best`` marks the one of the job's best_epoch."""
+    best_epoch = reads.latest_metrics(session, [job.id]).get(job.id, {}).get("best_epoch")
     return [
-        CheckpointPublic.model_validate(c, from_attributes=True)
+        CheckpointPublic.model_validate(c, from_attributes=True).model_copy(
+            update={"best": best_epoch is not None and c.epoch == int(best_epoch)}
+        )
         for c in reads.job_checkpoints(session, job.id)
     ]
 

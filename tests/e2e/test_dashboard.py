@@ -224,6 +224,14 @@ def test_job_page_draws_every_curve_point_telemetry_and_histogram(page, service)
     stored = http.get(f"/jobs/{job_id}/checkpoints").json()
     shown = _attributes(page, "#checkpoints tbody tr", "data-checkpoint")
     assert [int(c) for c in shown] == [c["id"] for c in stored]
+    # best and last test accuracy, as the API reports them; the best epoch's checkpoint marked
+    job = http.get(f"/jobs/{job_id}").json()
+    summary = page.inner_text("#summary")
+    shown_acc = lambda v: str(int(v)) if float(v).is_integer() else f"{v:.4f}"  # api.js fmt  # noqa: E731
+    assert f"{shown_acc(job['best_test_acc'])} (epoch {job['best_epoch']})" in summary
+    assert shown_acc(job["last_test_acc"]) in summary
+    best_rows = _attributes(page, "#checkpoints tbody tr[data-best='true']", "data-checkpoint")
+    assert best_rows == [str(c["id"]) for c in stored if c["epoch"] == job["best_epoch"]]
     _shot(page, "job")
     with page.expect_download() as download:
         page.click(f"tr[data-checkpoint='{stored[-1]['id']}'] a.download")

@@ -175,3 +175,38 @@ def test_jobs_report_when_they_started_and_finished(client, db):
     done = client.get("/jobs").json()["items"][0]
     assert done["started_at"] == running["started_at"]
     assert datetime.fromisoformat(done["finished_at"]) >= datetime.fromisoformat(done["started_at"])
+
+
+def test_best_and_last_accuracy_and_the_best_checkpoint_outlives_keep(client, db):
+    """The job reports its best test accuracy (and epoch) beside the last one; keep=1
+    prunes every older checkpoint except the one of the best epoch."""
+    job_id = client.post("/jobs", json=JOB).json()["id"]
+    lease = queue.claim(db, "w", lease_s=60)
+    accs = [0.5, 0.8, 0.6, 0.7]
+    stored = {}
+    for epoch, acc in enumerate(accs, 1):
+        best = max(accs[:epoch])
+        metrics = {
+            "test_acc": acc,
+            "best_test_acc": best,
+            "best_epoch": float(accs.index(best) + 1),
+        }
+        queue.record_epoch(db, lease, epoch, metrics)
+        ckpt = results.store_checkpoint(
+            db,
+            lease,
+            epoch,
+            metrics,
+            io.BytesIO(b"x" * epoch),
+            keep=1,
+            best_epoch=int(metrics["best_epoch"]),
+        )
+        stored[epoch] = ckpt.id
+    job = client.get(f"/jobs/{job_id}").json()
+    assert (job["best_test_acc"], job["best_epoch"], job["last_test_acc"]) == (0.8, 2, 0.7)
+    listed = client.get(f"/jobs/{job_id}/checkpoints").json()
+    assert [(c["epoch"], c["best"]) for c in listed] == [(2, True), (4, False)]
+    assert [c["id"] for c in listed] == [stored[2], stored[4]]
+    page = client.get("/jobs").json()
+    mine = next(j for j in page["items"] if j["id"] == job_id)
+    assert (mine["best_test_acc"], mine["last_test_acc"]) == (0.8, 0.7)

@@ -23,11 +23,14 @@ function summary(job) {
     item("epoch", `${job.current_epoch} of ${s.epochs}`),
     item("model", `${s.model}${s.binary ? " (binary)" : " (full precision)"}`),
     item("dataset", s.dataset.name),
+    ...(s.recipe ? [item("recipe", s.recipe)] : []),
     item("tau", `${s.tau.kind} ${s.tau.tau_s} → ${s.tau.tau_e}`),
     item("optimiser", `${s.optimizer.name} lr ${s.optimizer.lr}`),
     item("batch size", s.batch_size),
     item("workers", s.resources ? `${s.resources.num_workers} × ${s.resources.use_gpu ? "GPU" : "CPU"}` : ""),
-    item("test acc", fmt(latest.test_acc)),
+    item("best test acc", job.best_test_acc == null ? "" : `${fmt(job.best_test_acc)} (epoch ${job.best_epoch})`),
+    item("last test acc", fmt(job.last_test_acc)),
+    ...("best_val_acc" in latest ? [item("best val acc", fmt(latest.best_val_acc)), item("test acc at best val", fmt(latest.test_acc_at_best_val))] : []),
     item("created", when(job.created_at)),
     item("duration", duration(job.started_at, job.finished_at)),
   ];
@@ -47,7 +50,7 @@ function series(rows, key) {
 
 function curves(rows) {
   lineChart(document.getElementById("chart-loss"), { series: [series(rows, "train_loss"), series(rows, "test_loss")], yLabel: "cross-entropy" });
-  lineChart(document.getElementById("chart-acc"), { series: [series(rows, "train_acc"), series(rows, "test_acc")], yLabel: "accuracy" });
+  lineChart(document.getElementById("chart-acc"), { series: [series(rows, "train_acc"), series(rows, "test_acc"), ...(rows.some((r) => "val_acc" in r.metrics) ? [series(rows, "val_acc")] : [])], yLabel: "accuracy" });
   lineChart(document.getElementById("chart-tau"), { series: [series(rows, "tau")], yLabel: "tau" });
   lineChart(document.getElementById("chart-lr"), { series: [series(rows, "lr")], yLabel: "lr" });
 }
@@ -128,9 +131,9 @@ function checkpoints(rows) {
     ...rows.map((c) =>
       el(
         "tr",
-        { "data-checkpoint": c.id },
+        { "data-checkpoint": c.id, "data-best": c.best ? "true" : "false" },
         el("td", {}, `#${c.id}`),
-        el("td", { class: "num" }, c.epoch),
+        el("td", { class: "num" }, c.best ? `${c.epoch} (best)` : `${c.epoch}`),
         el("td", { class: "num" }, c.attempt),
         el("td", { class: "num" }, bytes(c.size)),
         el("td", { class: "hash", title: c.sha256 }, c.sha256.slice(0, 16)),

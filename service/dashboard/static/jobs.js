@@ -4,7 +4,6 @@ import { listing } from "/ui/static/listing.js";
 
 function row(job) {
   const spec = job.spec;
-  const latest = job.latest_metrics || {};
   return el(
     "tr",
     { "data-job": job.id, "data-state": job.state },
@@ -14,7 +13,8 @@ function row(job) {
     el("td", {}, spec.dataset?.name ?? ""),
     el("td", {}, spec.tau ? `${spec.tau.kind} ${spec.tau.tau_s}→${spec.tau.tau_e}` : ""),
     el("td", { class: "num" }, `${job.current_epoch}/${spec.epochs}`),
-    el("td", { class: "num" }, fmt(latest.test_acc)),
+    el("td", { class: "num", title: job.best_epoch ? `best at epoch ${job.best_epoch}` : "" }, fmt(job.best_test_acc)),
+    el("td", { class: "num" }, fmt(job.last_test_acc)),
     el("td", { class: "num" }, duration(job.started_at, job.finished_at)),
     el("td", {}, when(job.created_at)),
   );
