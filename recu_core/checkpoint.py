@@ -40,6 +40,26 @@ class Checkpoint:
     manifest: dict[str, Any]
 
 
+# Revision of the registered networks a manifest was written with. 1 (no key): before the
+# networks followed the official files, when "resnet18" was what is now "resnet18_bireal".
+NETWORKS_REVISION = 2
+
+
+def upgrade_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` as the current networks read it: a revision-1 ``resnet18`` is the
+    network now named ``resnet18_bireal`` (same tensors, so it would load silently into
+    the new ``resnet18`` and compute something else)."""
+    if manifest.get("networks", 1) >= NETWORKS_REVISION or "config" not in manifest:
+        return manifest
+    config = dict(manifest["config"])
+    upgraded = {**manifest, "networks": NETWORKS_REVISION}
+    if config.get("model") == "resnet18":
+        upgraded["config"] = {**config, "model": "resnet18_bireal"}
+        if upgraded.get("model") == "resnet18":  # a .bnn manifest names it at the top too
+            upgraded["model"] = "resnet18_bireal"
+    return upgraded
+
+
 def library_versions() -> dict[str, str]:
     """Versions recorded in every manifest, for reproducibility."""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
@@ -68,7 +88,12 @@ def checkpoint_to_bytes(
 ) -> bytes:
     """Serialise model (and optimizer) state and ``manifest`` into safetensors bytes."""
     tensors = {f"{_MODEL}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    full = {"format": FORMAT, **manifest, "versions": library_versions()}
+    full = {
+        "format": FORMAT,
+        **manifest,
+        "networks": NETWORKS_REVISION,
+        "versions": library_versions(),
+    }
     if optimizer is not None:
         optim_tensors, optim_json = _split_optimizer(optimizer.state_dict())
         tensors.update({k: v.detach().cpu().contiguous() for k, v in optim_tensors.items()})
@@ -136,6 +161,7 @@ def load_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -> 
         if actual != expected_sha256:
             raise ValueError(f"checkpoint {path} has sha256 {actual}, expected {expected_sha256}")
     tensors, manifest = _parse(data, path)
+    manifest = upgrade_manifest(manifest)
     model_state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
     optimizer_state = None
     if "optimizer" in manifest:

@@ -21,7 +21,12 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
-from recu_core.checkpoint import library_versions, load_checkpoint
+from recu_core.checkpoint import (
+    NETWORKS_REVISION,
+    library_versions,
+    load_checkpoint,
+    upgrade_manifest,
+)
 from recu_core.config import TrainConfig
 from recu_core.export.bits import WORD_BITS, as_int32, pack_bits, sign_bits
 from recu_core.export.packed_layers import PackedBinaryConv2d, PackedBinaryLinear
@@ -166,6 +171,7 @@ def export_model(
         "source_sha256": source_sha256,
         "bit_layout": BIT_LAYOUT,
         "layers": layers,
+        "networks": NETWORKS_REVISION,
         "versions": library_versions(),
     }
     tensors = {k: v.detach().contiguous() for k, v in packed.state_dict().items()}
@@ -201,7 +207,7 @@ def read_bnn(data: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise ValueError(f"not a .bnn file: {err}") from None
     if META_KEY not in meta:
         raise ValueError("not a .bnn file: no recu_bnn manifest")
-    manifest = json.loads(meta[META_KEY])
+    manifest = upgrade_manifest(json.loads(meta[META_KEY]))
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise ValueError(
             f"unsupported .bnn format {manifest.get('format')} {manifest.get('version')}"

@@ -89,3 +89,33 @@ def test_manifest_is_plain_json(tmp_path):
     manifest = json.loads(header["__metadata__"]["manifest"])
     assert manifest["config"] == {"model": "resnet20"}
     assert load_checkpoint(path).optimizer_state is None
+
+
+def test_a_resnet18_checkpoint_from_before_the_official_networks_loads_as_resnet18_bireal(
+    tmp_path,
+):
+    """Revision-1 manifests (no "networks" key) called the Bi-Real variant "resnet18": its
+    tensors fit the new resnet18 exactly, so without the upgrade it would load silently and
+    compute another function."""
+    from recu_core.config import TrainConfig
+    from recu_core.train import load_trained_model
+
+    torch.manual_seed(0)
+    old = create_model("resnet18_bireal", num_classes=10, in_channels=3, image_size=32).eval()
+    manifest = {
+        "format": "recu-checkpoint",
+        "config": TrainConfig(model="resnet18").model_dump(mode="json"),
+        "epoch": 1,
+        "dataset_shape": {"num_classes": 10, "in_channels": 3, "image_size": 32},
+    }
+    tensors = {f"model.{k}": v.contiguous() for k, v in old.state_dict().items()}
+    save_file(tensors, tmp_path / "old.safetensors", metadata={"manifest": json.dumps(manifest)})
+    loaded = load_trained_model(tmp_path / "old.safetensors")
+    assert load_checkpoint(tmp_path / "old.safetensors").manifest["config"]["model"] == (
+        "resnet18_bireal"
+    )
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), old(x))
+    new = create_model("resnet18", num_classes=10, in_channels=3, image_size=32).eval()
+    new.load_state_dict(old.state_dict())  # it would fit: the danger the upgrade removes
+    assert (new(x) - old(x)).abs().max() > 1e-3
