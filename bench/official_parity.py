@@ -22,6 +22,7 @@ after the other (recu, then official), so machine noise hits both alike.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 
 import torch
@@ -95,11 +96,51 @@ def _run_seed(args: argparse.Namespace, data: ImageDataset, seed: int) -> dict[s
     return row
 
 
+def _throughput(args: argparse.Namespace, data: ImageDataset) -> None:
+    """Interleaved one-epoch runs of both trainings (same init, same batches); images/s
+    over each epoch's wall time, evaluation on the test split included in both."""
+    config = _config(args, 0).model_copy(update={"epochs": 1})
+    train(config, dataset=data)  # compile the fused kernels once, outside the timing
+    ratios = []
+    for r in range(args.throughput_rounds):
+        ours = train(config, dataset=data).final["images_per_s"]
+        torch.manual_seed(0)
+        reference = REFERENCES["resnet20"]()
+        copy_state(build_model(config, data), reference)
+        loader = make_loader(data, "train", batch_size=config.batch_size, seed=0)
+        test = make_loader(data, "test", batch_size=128)
+        test_batches = functools.partial(test.epoch, 0)
+        official = official_training(
+            reference,
+            loader.epoch,
+            test_batches,
+            epochs=1,
+            lr=0.1,
+            momentum=0.9,
+            weight_decay=5e-4,
+            tau_min=0.85,
+            tau_max=0.99,
+        )["images_per_s"][0]
+        ratios.append(ours / official)
+        print(
+            f"round {r}: recu {ours:.0f} img/s, official {official:.0f} img/s, "
+            f"ratio {ours / official:.2f}",
+            flush=True,
+        )
+    print(f"median ratio recu / official: {statistics.median(ratios):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--num-train", type=int, default=10_000)
+    parser.add_argument(
+        "--throughput-rounds",
+        type=int,
+        default=0,
+        help="Instead of the seeds: R interleaved rounds of one epoch each (recu, official).",
+    )
     args = parser.parse_args()
     print(environment())
     data = load_dataset(_config(args, 0).dataset)
@@ -109,6 +150,9 @@ def main() -> None:
         f"ResNet-20, {args.epochs} epochs, batch 256, official recipe",
         flush=True,
     )
+    if args.throughput_rounds:
+        _throughput(args, data)
+        return
     rows = [_run_seed(args, data, seed) for seed in args.seeds]
 
     def summary(key: str) -> str:

@@ -226,8 +226,9 @@ def official_training(
 ) -> dict[str, list[float]]:
     """The epoch loop of the official cifar/main.py on the given batches.
 
-    Returns per-epoch test accuracy, the running best_prec1, lr and training images/s
-    (timed over the training steps only, with the official per-step ``.item()`` calls).
+    Returns per-epoch test accuracy, the running best_prec1, lr and images/s: training
+    images over the epoch's wall time, evaluation included (as recu_core reports it),
+    with the official per-step ``.item()`` calls.
     """
     optimizer = torch.optim.SGD(
         [{"params": model.parameters(), "initial_lr": lr}],
@@ -263,7 +264,6 @@ def official_training(
             loss.backward()
             optimizer.step()
             seen += y.shape[0]
-        out["images_per_s"].append(seen / (time.perf_counter() - started))
         if epoch >= 4 * warm_up:
             scheduler.step()
         model.eval()
@@ -272,6 +272,7 @@ def official_training(
             for x, y in test_batches():
                 correct += int((model(x).argmax(1) == y).sum())
                 total += y.shape[0]
+        out["images_per_s"].append(seen / (time.perf_counter() - started))
         acc = correct / total
         best = max(best, acc)
         out["test_acc"].append(acc)

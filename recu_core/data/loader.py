@@ -19,6 +19,27 @@ from torch import Tensor
 _EPOCH_STRIDE = 1_000_003  # seed * stride + epoch: distinct generator seeds per (seed, epoch)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The generator seed of one epoch of one run: distinct per (seed, epoch)."""
+    return seed * _EPOCH_STRIDE + epoch
+
+
+def rank_shard(order: Tensor, rank: int, world_size: int) -> Tensor:
+    """Rank ``rank``'s equal shard of an epoch's global permutation (DistributedSampler's
+    rule: drop the tail that does not divide, then every world-th position)."""
+    if world_size == 1:
+        return order
+    n = order.shape[0] // world_size
+    return order[: n * world_size][rank::world_size]  # (N / W,)
+
+
+def train_batches(n: int, batch_size: int, world_size: int) -> int:
+    """Training batches per epoch of a rank: the last incomplete batch is dropped when
+    there is at least one full one (BatchNorm is noisy on tiny batches)."""
+    n //= world_size
+    return n // batch_size if n >= batch_size else min(n, 1)
+
+
 class DeviceLoader:
     """Batches of normalised float32 images and int64 labels from device-resident uint8 tensors.
 
@@ -84,8 +105,7 @@ class DeviceLoader:
         """Batches per epoch (of this rank's shard)."""
         n, b = self.images.shape[0], self.batch_size
         if self.train:
-            n //= self.world_size
-            return n // b if n >= b else min(n, 1)
+            return train_batches(n, b, self.world_size)
         return -(-n // b)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -96,12 +116,9 @@ class DeviceLoader:
 
     def _train_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.seed * _EPOCH_STRIDE + epoch)
-        total = self.images.shape[0]
-        order = torch.randperm(total, generator=gen, device=self.device)  # (N,)
-        if self.world_size > 1:  # equal shards of one global permutation, as DistributedSampler
-            n = total // self.world_size
-            order = order[: n * self.world_size][self.rank :: self.world_size]  # (N / W,)
+        gen.manual_seed(epoch_seed(self.seed, epoch))
+        order = torch.randperm(self.images.shape[0], generator=gen, device=self.device)  # (N,)
+        order = rank_shard(order, self.rank, self.world_size)
         size = min(self.batch_size, order.shape[0])
         for i in range(len(self)):
             index = order[i * size : (i + 1) * size]  # (B,)

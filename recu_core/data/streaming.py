@@ -39,10 +39,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recu_core.data.base import DatasetError
+from recu_core.data.loader import epoch_seed, rank_shard, train_batches
 
 WORKER_TIMEOUT_S = 600.0  # one batch from a worker; generous for network filesystems
 EVAL_RESIZE_RATIO = 256 / 224  # resize-then-centre-crop of the ImageNet evaluation
-_EPOCH_STRIDE = 1_000_003
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -208,15 +208,12 @@ class _EpochBatches(Sampler[list[tuple[int, int]]]):
     def _order(self) -> Tensor:
         if not self.train:
             return torch.arange(self.n)[self.rank :: self.world_size]
-        gen = torch.Generator().manual_seed(self.seed * _EPOCH_STRIDE + self.epoch)
-        order = torch.randperm(self.n, generator=gen)  # (N,)
-        shard = self.n // self.world_size
-        return order[: shard * self.world_size][self.rank :: self.world_size]  # (N / W,)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return rank_shard(torch.randperm(self.n, generator=gen), self.rank, self.world_size)
 
     def __len__(self) -> int:
         if self.train:
-            n = self.n // self.world_size
-            return n // self.batch_size if n >= self.batch_size else min(n, 1)
+            return train_batches(self.n, self.batch_size, self.world_size)
         return -(-len(range(self.rank, self.n, self.world_size)) // self.batch_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
