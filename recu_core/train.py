@@ -14,6 +14,7 @@ resumed run continues as the uninterrupted one would (within floating-point tole
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +51,7 @@ class EpochReport:
     optimizer: torch.optim.Optimizer
     config: TrainConfig
     dataset_shape: dict[str, int]
-    loader: str = "memory"  # which loader fed the run, and why (data.loader_choice)
+    loader: str = "memory"  # which loader fed the run, and why (load_dataset's choice)
 
     @property
     def is_best(self) -> bool:
@@ -90,8 +91,7 @@ class TrainResult:
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     telemetry: list[dict[str, Any]] = field(default_factory=list)
-
-    loader: str = "memory"
+    loader: str = "memory"  # which loader fed the run, and why
 
     @property
     def final(self) -> dict[str, float]:
@@ -168,23 +168,20 @@ def _make_loaders(
 ) -> tuple[Loader, Loader | None, Loader]:
     """(train, validation or None, test) loaders; the batch size is global under DDP."""
     rank, world = _world()
-    common = {"rank": rank, "world_size": world, "device": device}
-    common["channels_last"] = config.channels_last
-    train_loader = make_loader(
+    loader = functools.partial(
+        make_loader,
         dataset,
-        "train",
-        batch_size=max(1, config.batch_size // world),
-        seed=config.seed,
-        **common,  # type: ignore[arg-type]
+        rank=rank,
+        world_size=world,
+        device=device,
+        channels_last=config.channels_last,
     )
     eval_batch = max(config.batch_size, 256)
-    val_loader = (
-        make_loader(dataset, "val", batch_size=eval_batch, **common)  # type: ignore[arg-type]
-        if has_split(dataset, "val")
-        else None
+    return (
+        loader("train", batch_size=max(1, config.batch_size // world), seed=config.seed),
+        loader("val", batch_size=eval_batch) if has_split(dataset, "val") else None,
+        loader("test", batch_size=eval_batch),
     )
-    test_loader = make_loader(dataset, "test", batch_size=eval_batch, **common)  # type: ignore[arg-type]
-    return train_loader, val_loader, test_loader
 
 
 def evaluate(

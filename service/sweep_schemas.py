@@ -9,7 +9,7 @@ a > 0). Trials = product of the grids x ``num_samples``, as in Ray Tune's varian
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,7 +30,10 @@ SEARCHABLE = (
     "batch_size",
     "seed",
 )
-METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
+# What a sweep can optimise: an epoch's figures, or the best test accuracy so far (the
+# figure papers report; docs/models.md).
+SweepMetric = Literal["test_acc", "best_test_acc", "test_loss", "train_acc", "train_loss"]
+METRICS = get_args(SweepMetric)
 
 
 class _Strict(BaseModel):
@@ -94,7 +97,7 @@ class SweepCreate(_Strict):
         "random", description="random: sample choice/uniform dimensions; grid: grids only."
     )
     scheduler: Scheduler = Scheduler()
-    metric: Literal["test_acc", "test_loss", "train_acc", "train_loss"] = "test_acc"
+    metric: SweepMetric = "test_acc"
     mode: Literal["max", "min"] = "max"
     max_concurrent_trials: int = Field(1, ge=1, le=256)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random search.")
