@@ -71,14 +71,22 @@ def _best(session: Session, sweep: Job, trials: list[Job]) -> BestTrial | None:
         return None
     _, trial = max(scored, key=lambda pair: (pair[0], -pair[1].id))
     stored = reads.job_checkpoints(session, trial.id)
+    # Optimising the best accuracy over epochs: the checkpoint of that epoch; else the last.
+    best_epoch = latest[trial.id].get("best_epoch")
+    chosen = next(
+        (c for c in stored if metric == "best_test_acc" and c.epoch == best_epoch),
+        stored[-1] if stored else None,
+    )
     return BestTrial(
         trial_id=trial.id,
         index=int(trial.trial_key or 0),
         value=latest[trial.id][metric],
         params=_params(sweep, trial),
-        checkpoint=CheckpointPublic.model_validate(stored[-1], from_attributes=True)
-        if stored
-        else None,
+        checkpoint=None
+        if chosen is None
+        else CheckpointPublic.model_validate(chosen, from_attributes=True).model_copy(
+            update={"best": chosen.epoch == best_epoch}
+        ),
     )
 
 
