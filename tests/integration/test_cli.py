@@ -36,8 +36,15 @@ def test_train_then_evaluate_and_inspect(tmp_path):
     )
     assert result.exit_code == 0, result.output
     final = json.loads(history.read_text())[-1]
-    assert re.search(rf"final test accuracy {100 * final['test_acc']:.2f}%", result.output)
-    assert "epoch   2/2" in result.output
+    text = " ".join(result.output.split())  # rich wraps long lines
+    best, best_epoch = final["best_test_acc"], int(final["best_test_epoch"])
+    assert re.search(rf"best test accuracy {100 * best:.2f}% \(epoch {best_epoch}\b", text)
+    assert f"last epoch's {100 * final['test_acc']:.2f}%" in text
+    assert "epoch 2/2" in text
+    best_ckpt = ckpt.with_name(f"{ckpt.stem}.best{ckpt.suffix}")
+    best_manifest = json.loads(runner.invoke(app, ["inspect", str(best_ckpt)]).output)
+    assert best_manifest["epoch"] == best_epoch
+    assert best_manifest["accuracy"]["best_test_acc"] == best
 
     evaluated = runner.invoke(app, ["evaluate", str(ckpt), "--device", "cpu"])
     assert evaluated.exit_code == 0, evaluated.output
