@@ -99,7 +99,10 @@ def _run_seed(args: argparse.Namespace, data: ImageDataset, seed: int) -> dict[s
 def _throughput(args: argparse.Namespace, data: ImageDataset) -> None:
     """Interleaved one-epoch runs of both trainings (same init, same batches); images/s
     over each epoch's wall time, evaluation on the test split included in both."""
-    config = _config(args, 0).model_copy(update={"epochs": 1})
+    spec = _config(args, 0).model_dump(mode="json")
+    config = TrainConfig.model_validate(
+        spec | {"epochs": 1, "optimizer": {**spec["optimizer"], "warmup_epochs": 0.0}}
+    )
     train(config, dataset=data)  # compile the fused kernels once, outside the timing
     ratios = []
     for r in range(args.throughput_rounds):

@@ -252,7 +252,9 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(tmp_path, lo
     ]
     with make_read_sessionmaker(engine)() as session:
         lines = reads.log_lines(session, job.id, offset=0, limit=1000)
-    assert next(ln.line for ln in lines if ln.attempt == 2).startswith(f"epoch {last + 1}/")
+    second = [ln.line for ln in lines if ln.attempt == 2]
+    assert second[0].startswith("data loader: memory")  # each attempt says what feeds it
+    assert second[1].startswith(f"epoch {last + 1}/")
     # 2: three Ray Train workers ran the job: A's, B's first and its replacement
     assert len(set(_train_workers()) - before) == 3
     _assert_ray_released()

@@ -105,18 +105,21 @@ def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path,
 
 
 def _check_the_ddp_job(read, job_id, tmp_path):
-    """The 2-worker DDP job: every epoch once, its one kept checkpoint downloads with the
-    stored sha256 and evaluates in recu_core to the accuracy the job reported."""
+    """The 2-worker DDP job: every epoch once; keep=1 keeps the newest checkpoint and the
+    best epoch's; the newest downloads with the stored sha256 and evaluates in recu_core
+    to the accuracy the job reported."""
     with read() as session:
         history = reads.metrics_history(session, job_id)
         stored = reads.job_checkpoints(session, job_id)
         logs = [line.line for line in reads.log_lines(session, job_id, offset=0, limit=100)]
     assert [m.epoch for m in history] == [1, 2]
-    assert [c.epoch for c in stored] == [2]
+    best_epoch = int(history[-1].metrics["best_epoch"])
+    assert [c.epoch for c in stored] == sorted({best_epoch, 2})
+    assert logs[0].startswith("data loader: memory")
     assert logs[-1].startswith("epoch 2/2")
     path = tmp_path / "final.safetensors"
-    path.write_bytes(b"".join(results.iter_checkpoint_bytes(read, stored[0].id)))
-    model = load_trained_model(path, expected_sha256=stored[0].sha256)
+    path.write_bytes(b"".join(results.iter_checkpoint_bytes(read, stored[-1].id)))
+    model = load_trained_model(path, expected_sha256=stored[-1].sha256)
     accuracy = evaluate_accuracy(
         model, load_dataset(DatasetConfig(name="digits", num_test=64, num_train=256)), device="cpu"
     )
