@@ -6,9 +6,12 @@ PY        := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
-# Test processes: the Ray tests (one unit of work, see tests/conftest.py) run beside the rest;
-# TEST_WORKERS=0 runs the suite in one process. With several processes torch runs one
-# thread each (OMP_NUM_THREADS=1): on 2 cores, 2 processes x 2 OpenMP threads only spin.
+# Test processes: the Ray tests (marked xdist_group("ray"), run on one process by the
+# `--dist loadgroup` of pyproject's addopts) run beside the rest; TEST_WORKERS=0 runs the
+# suite in one process. With several processes torch runs one thread each
+# (OMP_NUM_THREADS=1): on 2 cores, 2 processes x 2 OpenMP threads only spin.
+# One level of tests (markers by folder, tests/conftest.py): PYTEST_ARGS='-m unit', or
+# -m integration, -m e2e, -m "not e2e".
 TEST_WORKERS ?= 2
 export RECU_DATA_DIR ?= $(CURDIR)/var/data
 export RECU_CACHE_DIR ?= $(CURDIR)/var/cache

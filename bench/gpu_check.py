@@ -38,7 +38,7 @@ from recu_core.config import DatasetConfig, TrainConfig
 from recu_core.data import load_dataset, make_loader
 from recu_core.layers import set_tau, use_compiled_kernels
 from recu_core.models import create_model
-from recu_core.settings import Settings
+from recu_core.settings import DataSettings
 from recu_core.train import train
 
 CIFAR_MODELS = ("resnet20", "resnet18", "resnet18_bireal", "vgg_small")
@@ -97,7 +97,7 @@ def streaming_throughput(
     root: Path, device: torch.device, *, size: int, batches: int, batch: int, workers: int
 ) -> tuple[float, float]:
     """(loader alone, loader + ReCU ResNet-18 ImageNet train steps) in images/s."""
-    settings = Settings(data_dir=root.parent, cache_dir=root.parent / "cache")
+    settings = DataSettings(data_dir=root.parent, cache_dir=root.parent / "cache")
     cfg = DatasetConfig(
         name="imagefolder", root=root.name, image_size=size, loader="streaming", workers=workers
     )
@@ -135,7 +135,7 @@ def streaming_throughput(
     return timed(False), timed(True)
 
 
-def loop_syncs(device: torch.device, settings: Settings, epochs: int = 3) -> list[int]:
+def loop_syncs(device: torch.device, settings: DataSettings, epochs: int = 3) -> list[int]:
     """Synchronisations per epoch of the real training loop, after the first epoch (whose
     set-up copies are not counted): differences of the warning count between callbacks."""
     config = TrainConfig(
@@ -157,16 +157,16 @@ def loop_syncs(device: torch.device, settings: Settings, epochs: int = 3) -> lis
     return [b - a for a, b in itertools.pairwise(marks)]
 
 
-def cifar_settings(archive: Path | None, scratch: Path) -> Settings | None:
-    """Settings whose data_dir holds cifar10-jpeg, or None where there is none."""
-    env = Settings()
+def cifar_settings(archive: Path | None, scratch: Path) -> DataSettings | None:
+    """DataSettings whose data_dir holds cifar10-jpeg, or None where there is none."""
+    env = DataSettings()
     if (env.data_dir / "cifar10-jpeg" / "test").is_dir():
         return env
     if archive is None or not archive.is_file():
         return None
     with tarfile.open(archive) as tar:
         tar.extractall(scratch, filter="data")
-    return Settings(data_dir=scratch, cache_dir=scratch / "cache")
+    return DataSettings(data_dir=scratch, cache_dir=scratch / "cache")
 
 
 def main() -> None:
@@ -223,7 +223,7 @@ def main() -> None:
 
         syncs = loop_syncs(
             device,
-            Settings(data_dir=scratch, cache_dir=scratch / "cache"),
+            DataSettings(data_dir=scratch, cache_dir=scratch / "cache"),
             epochs=2 if smoke else 3,
         )
         print(

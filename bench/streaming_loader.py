@@ -74,7 +74,7 @@ def _measure(root: str, loader: str, workers: int) -> dict[str, float]:
 
     from recu_core.config import DatasetConfig
     from recu_core.data import load_dataset, make_loader
-    from recu_core.settings import Settings
+    from recu_core.settings import DataSettings
 
     torch.set_num_threads(2)
     me = psutil.Process()
@@ -97,7 +97,7 @@ def _measure(root: str, loader: str, workers: int) -> dict[str, float]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     folder = Path(root)
-    settings = Settings(data_dir=folder.parent, cache_dir=folder.parent / "cache")
+    settings = DataSettings(data_dir=folder.parent, cache_dir=folder.parent / "cache")
     cfg = DatasetConfig(
         name="imagefolder", root=folder.name, image_size=224, loader=loader, workers=workers
     )

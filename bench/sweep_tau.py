@@ -47,7 +47,7 @@ def _base(epochs: int, seed: int = 0, workers: int = 1) -> dict[str, Any]:
 def _wait(client: httpx.Client, path: str) -> dict[str, Any]:
     while True:
         view = client.get(path, params={"max_points": 100_000}).raise_for_status().json()
-        if view["state"] in {"succeeded", "failed", "cancelled"}:
+        if view["terminal"]:
             return view
         time.sleep(1)
 

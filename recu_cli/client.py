@@ -15,28 +15,43 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from recu_cli.errors import load_settings, usage_error
+from recu_cli.overrides import SpecError
+from recu_cli.specs import SetOption, build_spec, validate
+from recu_core.config import DatasetName, ModelName
+from recu_core.jobspec import JobSpec
+from recu_core.recipes import RecipeName
+from recu_core.settings import ClientSettings, env_name
+
 console = Console()
 ApiOption = Annotated[
-    str,
-    typer.Option(
-        "--api", envvar="RECU_API_URL", help="Service URL (env RECU_API_URL).", show_default=True
-    ),
+    str | None,
+    typer.Option("--api", help="Service URL [env RECU_API_URL, default http://127.0.0.1:8000]."),
 ]
-DEFAULT_API = "http://127.0.0.1:8000"
-TERMINAL = {"succeeded", "failed", "cancelled"}
+#: What POST /jobs and POST /sweeps take beside the spec: the queue's own fields.
+QUEUE_FIELDS = ("priority", "max_attempts")
+# How a follow ends: 0 the job succeeded (or, a trial, was stopped early by its sweep's
+# scheduler), 1 it failed or was cancelled, UNSCHEDULABLE it can never start on the cluster.
+ENDED_WELL = ("succeeded", "stopped")
+UNSCHEDULABLE = 3
 
 
-TOKEN_ENV = "RECU_API_TOKEN"
+TOKEN_ENV = env_name(ClientSettings, "api_token")
+
+
+def api_url(api: str | None) -> str:
+    """``--api`` when given, else RECU_API_URL, else the local default."""
+    return api or load_settings(ClientSettings).api_url
 
 
 def auth_headers() -> dict[str, str]:
     """The bearer token from RECU_API_TOKEN, when set."""
-    token = os.environ.get(TOKEN_ENV, "").strip()
+    token = (load_settings(ClientSettings).api_token or "").strip()
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _client(api: str) -> httpx.Client:
-    return httpx.Client(base_url=api, timeout=30, headers=auth_headers())
+def _client(api: str | None) -> httpx.Client:
+    return httpx.Client(base_url=api_url(api), timeout=30, headers=auth_headers())
 
 
 def _check(response: httpx.Response) -> Any:
@@ -59,12 +74,12 @@ def _check(response: httpx.Response) -> Any:
     return response.json()
 
 
-def _fail_connect(api: str, err: httpx.HTTPError) -> typer.Exit:
-    console.print(f"[red]cannot reach the service at {api}:[/red] {err}")
+def _fail_connect(api: str | None, err: httpx.HTTPError) -> typer.Exit:
+    console.print(f"[red]cannot reach the service at {api_url(api)}:[/red] {err}")
     return typer.Exit(code=1)
 
 
-def call(api: str, method: str, path: str, **kwargs: Any) -> Any:
+def call(api: str | None, method: str, path: str, **kwargs: Any) -> Any:
     """One request's JSON body; a clear error and exit when it fails or is refused."""
     try:
         with _client(api) as client:
@@ -74,37 +89,47 @@ def call(api: str, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def submit(
-    spec: Annotated[
-        Path | None, typer.Option(help="A JSON job spec (the POST /jobs body).")
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "--spec",
+            help="A JSON (or .yaml) job spec, the POST /jobs body; the options below override it.",
+        ),
     ] = None,
+    overrides: SetOption = None,
     recipe: Annotated[
-        str | None, typer.Option(help="An official run's preset (cifar10_resnet20, ...).")
+        RecipeName | None, typer.Option(help="recipe: an official run's preset.")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Overrides the spec's model.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Overrides the spec's dataset name.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Overrides the spec's epochs.")] = None,
-    tau_s: Annotated[float | None, typer.Option()] = None,
-    tau_e: Annotated[float | None, typer.Option()] = None,
-    workers: Annotated[int | None, typer.Option(help="DDP workers.")] = None,
+    model: Annotated[ModelName | None, typer.Option(help="model")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(help="dataset.name")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs")] = None,
+    tau_s: Annotated[float | None, typer.Option(help="tau.tau_s")] = None,
+    tau_e: Annotated[float | None, typer.Option(help="tau.tau_e")] = None,
+    workers: Annotated[int | None, typer.Option(help="resources.num_workers: DDP workers.")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job to its end.")] = False,
-    api: ApiOption = DEFAULT_API,
+    api: ApiOption = None,
 ) -> None:
-    """Submit a training job; with --wait, show its progress until it ends."""
-    body: dict[str, Any] = json.loads(spec.read_text()) if spec else {}
-    if recipe:
-        body["recipe"] = recipe
-    if model:
-        body["model"] = model
-    if dataset:
-        body["dataset"] = {**body.get("dataset", {}), "name": dataset}
-    if epochs is not None:
-        body["epochs"] = epochs
-    if tau_s is not None or tau_e is not None:
-        tau = body.setdefault("tau", {})
-        tau.update({k: v for k, v in (("tau_s", tau_s), ("tau_e", tau_e)) if v is not None})
-    if workers is not None:
-        body.setdefault("resources", {})["num_workers"] = workers
+    """Submit a training job; with --wait, show its progress until it ends. Every field
+    of a job can be set with --config and --set: the run's (as for `recu train`),
+    resources.*, checkpoint.*, priority and max_attempts."""
+    shortcuts = {
+        "recipe": recipe,
+        "model": model,
+        "dataset.name": dataset,
+        "epochs": epochs,
+        "tau.tau_s": tau_s,
+        "tau.tau_e": tau_e,
+        "resources.num_workers": workers,
+    }
+    try:
+        body = build_spec(
+            JobSpec, config=config, shortcuts=shortcuts, sets=overrides or (), extra=QUEUE_FIELDS
+        )
+        validate(JobSpec, body, extra=QUEUE_FIELDS)  # the API checks the queue's fields
+    except SpecError as err:
+        raise usage_error(str(err)) from None
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     try:
         with _client(api) as client:
@@ -116,7 +141,14 @@ def submit(
         raise _fail_connect(api, err) from None
 
 
+def unschedulable(item: dict[str, Any]) -> bool:
+    """Whether the API says the queued job or sweep can never start on the cluster."""
+    return (item.get("pending_reason") or "").startswith("unschedulable")
+
+
 def _follow(client: httpx.Client, job_id: int, epochs: int, poll_s: float = 1.0) -> None:
+    """Show the job's progress until it ends (the API's ``terminal``); exit 1 unless it
+    ended well, UNSCHEDULABLE (3) at once when it can never start."""
     progress = Progress(
         TextColumn(f"job {job_id}"),
         BarColumn(),
@@ -129,16 +161,24 @@ def _follow(client: httpx.Client, job_id: int, epochs: int, poll_s: float = 1.0)
         task = progress.add_task("", total=epochs, status="")
         while True:
             job = _check(client.get(f"/jobs/{job_id}"))
-            status = job["state"] + _accuracy(job)
+            status = job["state"] + (
+                f" ({job['pending_reason']})" if job.get("pending_reason") else _accuracy(job)
+            )
             progress.update(task, completed=job["current_epoch"], status=status)
-            if job["state"] in TERMINAL:
+            if job["terminal"] or unschedulable(job):
                 break
             time.sleep(poll_s)
+    if unschedulable(job):
+        console.print(
+            f"[red]job {job_id} cannot start:[/red] {job['pending_reason']}. It stays queued "
+            f"until the cluster grows; `recu cancel {job_id}` removes it."
+        )
+        raise typer.Exit(code=UNSCHEDULABLE)
     console.print(
         f"job {job_id} {job['state']}{_accuracy(job)}"
         + (f": {job['error']}" if job["error"] else "")
     )
-    if job["state"] != "succeeded":
+    if job["state"] not in ENDED_WELL:
         raise typer.Exit(code=1)
 
 
@@ -146,16 +186,16 @@ def _accuracy(job: dict[str, Any]) -> str:
     """'  best test acc B (epoch E), last L' once the job has a finished epoch."""
     if job["last_test_acc"] is None:
         return ""
-    return (
-        f"  best test acc {job['best_test_acc']:.2%} (epoch {job['best_epoch']}), "
-        f"last {job['last_test_acc']:.2%}"
-    )
+    last = f"{job['last_test_acc']:.2%}"
+    if job["best_test_acc"] is None:
+        return f"  last test acc {last}"
+    return f"  best test acc {job['best_test_acc']:.2%} (epoch {job['best_epoch']}), last {last}"
 
 
 def jobs(
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-    api: ApiOption = DEFAULT_API,
+    api: ApiOption = None,
 ) -> None:
     """List jobs, newest first."""
     params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
@@ -174,21 +214,24 @@ def jobs(
             str(job["attempt"]),
         )
     console.print(table)
+    for job in page["items"]:
+        if job.get("pending_reason"):
+            console.print(f"job {job['id']} {job['state']}: {job['pending_reason']}")
     console.print(f"{page['total']} job(s)")
 
 
-def status(job_id: int, api: ApiOption = DEFAULT_API) -> None:
+def status(job_id: int, api: ApiOption = None) -> None:
     """One job as JSON: state, attempt, epoch, latest metrics, error."""
     console.print_json(json.dumps(call(api, "GET", f"/jobs/{job_id}")))
 
 
-def logs(job_id: int, api: ApiOption = DEFAULT_API) -> None:
+def logs(job_id: int, api: ApiOption = None) -> None:
     """The job's training output."""
     for line in call(api, "GET", f"/jobs/{job_id}/logs", params={"limit": 10_000}):
         console.print(line["line"], markup=False, highlight=False)
 
 
-def cancel(job_id: int, api: ApiOption = DEFAULT_API) -> None:
+def cancel(job_id: int, api: ApiOption = None) -> None:
     """Cancel a job (queued: at once; running: at its next epoch)."""
     result = call(api, "POST", f"/jobs/{job_id}/cancel")
     console.print(f"job {result['id']} {result['state']}")
@@ -197,7 +240,7 @@ def cancel(job_id: int, api: ApiOption = DEFAULT_API) -> None:
 def download(
     checkpoint_id: int,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write it.")],
-    api: ApiOption = DEFAULT_API,
+    api: ApiOption = None,
 ) -> None:
     """Download a checkpoint, verify its sha256, then move it into place (atomic)."""
     partial = output.with_name(f".{output.name}.part")

@@ -47,7 +47,7 @@ def _run(service: LocalService) -> int:
         job = client.post("/jobs", json=JOB).raise_for_status().json()
         console.print(f"submitted job {job['id']}: ReCU ResNet-20 on digits, 30 epochs")
         last_epoch = 0
-        while job["state"] not in {"succeeded", "failed", "cancelled"}:
+        while not job["terminal"]:
             time.sleep(1)
             job = client.get(f"/jobs/{job['id']}").raise_for_status().json()
             if job["current_epoch"] != last_epoch and job["latest_metrics"]:

@@ -1,15 +1,29 @@
-"""The ``recu`` entry point: local commands from recu_core, the service client, and the
-commands that start the API and a queue worker."""
+"""The ``recu`` command line, the one app every command belongs to: local training and
+checkpoint files (recu_cli.local), the service's client (client, sweep_client), API tokens
+(tokens), and the API and queue worker processes (processes). ``python -m service``,
+``python -m workers`` and ``python -m recu_core.export`` run commands of this app too."""
 
-from typing import Annotated
+from __future__ import annotations
 
+import sys
+
+import click
 import typer
+from typer.main import get_command
 
-from recu_cli import client, sweep_client
+from recu_cli import client, local, processes, sweep_client
 from recu_cli.tokens import token_app
-from recu_core.cli import app
 
+app = typer.Typer(
+    help="ReCU binary neural networks: train, evaluate, export locally; run the training "
+    "service and use it.",
+    no_args_is_help=True,
+)
 for command in (
+    local.train,
+    local.evaluate,
+    local.export,
+    local.inspect,
     client.submit,
     client.jobs,
     client.status,
@@ -18,6 +32,8 @@ for command in (
     client.download,
     sweep_client.sweep,
     sweep_client.sweeps,
+    processes.serve,
+    processes.worker,
 ):
     app.command()(command)
 app.command("sweep-status")(sweep_client.sweep_status)
@@ -25,51 +41,13 @@ app.command("sweep-cancel")(sweep_client.sweep_cancel)
 app.add_typer(token_app, name="token")
 
 
-@app.command()
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: Annotated[
-        int | None,
-        typer.Option(min=1, help="Server processes (default: RECU_API_WORKERS, else 1)."),
-    ] = None,
-) -> None:
-    """Serve the REST API and the dashboard (uvicorn; RECU_DATABASE_URL, default a SQLite
-    file); the same server as ``python -m service``."""
-    import os
-
-    import uvicorn
-
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers or int(os.environ.get("RECU_API_WORKERS", "1")),
-    )
+def run(command: str, prog_name: str) -> None:
+    """Run one command of the app as a program of its own (``python -m workers`` is
+    ``recu worker``), with the process's arguments."""
+    group = get_command(app)
+    if not isinstance(group, click.Group):  # an app of several commands is a group
+        raise TypeError(f"the recu app is a {type(group).__name__}, not a group of commands")
+    group.commands[command].main(args=sys.argv[1:], prog_name=prog_name)
 
 
-@app.command()
-def worker(
-    exit_when_idle: Annotated[bool, typer.Option(help="Stop when the queue is empty.")] = False,
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Jobs run at once at most, as resources allow [env RECU_WORKER_CONCURRENCY, 1].",
-        ),
-    ] = None,
-) -> None:
-    """Consume the job queue on Ray (RAY_ADDRESS, or a local Ray instance)."""
-    import dataclasses
-
-    from workers.loop import WorkerSettings
-    from workers.loop import serve as consume
-
-    settings = WorkerSettings()
-    if concurrency is not None:
-        settings = dataclasses.replace(settings, concurrency=concurrency)
-    consume(settings, exit_when_idle=exit_when_idle)
-
-
-__all__ = ["app"]
+__all__ = ["app", "run"]

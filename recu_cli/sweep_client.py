@@ -9,7 +9,6 @@ tau_s in [0.85, 0.94], tau_e in [0.96, 0.999].
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,20 +19,26 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from recu_cli.client import DEFAULT_API, ApiOption, _check, _client, _fail_connect, call, console
+from recu_cli.client import (
+    QUEUE_FIELDS,
+    UNSCHEDULABLE,
+    ApiOption,
+    _check,
+    _client,
+    _fail_connect,
+    call,
+    console,
+    unschedulable,
+)
+from recu_cli.errors import usage_error
+from recu_cli.overrides import SpecError, parse_value
+from recu_cli.specs import SetOption, build_spec, load_config, validate
+from recu_core.sweepspec import SweepSpec
 
 PAPER_SPACE = {
     "tau.tau_s": {"kind": "uniform", "low": 0.85, "high": 0.94},
     "tau.tau_e": {"kind": "uniform", "low": 0.96, "high": 0.999},
 }
-SWEEP_TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def parse_dimension(text: str) -> tuple[str, dict[str, Any]]:
@@ -50,7 +55,7 @@ def parse_dimension(text: str) -> tuple[str, dict[str, Any]]:
         except ValueError:
             raise typer.BadParameter(f"{text!r}: {kind} needs LOW:HIGH numbers") from None
     if kind in ("grid", "choice"):
-        return path, {"kind": kind, "values": [_value(v) for v in args.split(",") if v]}
+        return path, {"kind": kind, "values": [parse_value(v) for v in args.split(",") if v]}
     raise typer.BadParameter(f"{text!r}: unknown kind {kind!r}; expected one of {forms}")
 
 
@@ -77,61 +82,73 @@ def _table(sweep: dict[str, Any]) -> Group:
     line = f"{sweep['state']}: {counts}" + (
         f"; best trial {best['index']} ({metric} {best['value']:.4f})" if best else ""
     )
+    if sweep.get("pending_reason"):
+        line += f" ({sweep['pending_reason']})"
     return Group(table, line)
 
 
 def sweep(
-    spec: Annotated[
+    config: Annotated[
         Path | None,
-        typer.Option(help="A JSON sweep body (POST /sweeps); the options below override it."),
+        typer.Option(
+            "--config",
+            "--spec",
+            help="A JSON (or .yaml) sweep, the POST /sweeps body; the options below override it.",
+        ),
     ] = None,
     base: Annotated[
-        Path | None, typer.Option(help="A JSON job spec for every trial (POST /jobs body).")
+        Path | None,
+        typer.Option(help="A JSON (or .yaml) job spec for every trial (the sweep's base)."),
     ] = None,
+    overrides: SetOption = None,
     search_space: Annotated[
         list[str] | None,
         typer.Option("--space", help="A searched field, PATH=KIND:ARGS; repeat for several."),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="The trials' model.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="The trials' dataset name.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
-    samples: Annotated[int | None, typer.Option(help="Samples per grid point.")] = None,
-    search: Annotated[str | None, typer.Option(help="random or grid.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="asha or none.")] = None,
-    metric: Annotated[str | None, typer.Option(help="test_acc, test_loss, ...")] = None,
-    mode: Annotated[str | None, typer.Option(help="max or min.")] = None,
-    max_concurrent: Annotated[int | None, typer.Option(help="Trials at once.")] = None,
-    workers: Annotated[int | None, typer.Option(help="DDP workers per trial.")] = None,
+    model: Annotated[str | None, typer.Option(help="base.model")] = None,
+    dataset: Annotated[str | None, typer.Option(help="base.dataset.name")] = None,
+    epochs: Annotated[int | None, typer.Option(help="base.epochs: epochs per trial.")] = None,
+    samples: Annotated[int | None, typer.Option(help="num_samples per grid point.")] = None,
+    search: Annotated[str | None, typer.Option(help="search: random or grid.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="scheduler.kind: asha or none.")] = None,
+    metric: Annotated[str | None, typer.Option(help="metric: test_acc, test_loss, ...")] = None,
+    mode: Annotated[str | None, typer.Option(help="mode: max or min.")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="max_concurrent_trials: trials at once.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="base.resources.num_workers: DDP workers per trial.")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     wait: Annotated[bool, typer.Option(help="Follow the sweep with a live table.")] = False,
-    api: ApiOption = DEFAULT_API,
+    api: ApiOption = None,
 ) -> None:
-    """Submit a sweep of trials over the tau schedule (and more); --wait follows it live."""
-    body: dict[str, Any] = json.loads(spec.read_text()) if spec else {}
-    trial = body.setdefault("base", {})
-    if base:
-        trial.update(json.loads(base.read_text()))
-    if model:
-        trial["model"] = model
-    if dataset:
-        trial["dataset"] = {**trial.get("dataset", {}), "name": dataset}
-    if epochs is not None:
-        trial["epochs"] = epochs
-    if workers is not None:
-        trial.setdefault("resources", {})["num_workers"] = workers
-    if search_space:
-        body["space"] = dict(parse_dimension(s) for s in search_space)
-    body.setdefault("space", PAPER_SPACE)
-    options = {
-        "num_samples": samples,
-        "search": search,
-        "metric": metric,
-        "mode": mode,
-        "max_concurrent_trials": max_concurrent,
-    }
-    body.update({k: v for k, v in options.items() if v is not None})
-    if scheduler:
-        body["scheduler"] = {**body.get("scheduler", {}), "kind": scheduler}
+    """Submit a sweep of trials over the tau schedule (and more); --wait follows it live.
+    Every field of a sweep can be set with --config and --set: base.* (the trials' job, as
+    for `recu submit`), space.PATH, num_samples, scheduler.*, seed, priority, ..."""
+    try:
+        shortcuts = {
+            "base": load_config(base, "--base") if base is not None else None,
+            "base.model": model,
+            "base.dataset.name": dataset,
+            "base.epochs": epochs,
+            "base.resources.num_workers": workers,
+            "space": dict(parse_dimension(s) for s in search_space) if search_space else None,
+            "num_samples": samples,
+            "search": search,
+            "scheduler.kind": scheduler,
+            "metric": metric,
+            "mode": mode,
+            "max_concurrent_trials": max_concurrent,
+        }
+        body = build_spec(
+            SweepSpec, config=config, shortcuts=shortcuts, sets=overrides or (), extra=QUEUE_FIELDS
+        )
+        body.setdefault("base", {})
+        body.setdefault("space", PAPER_SPACE)
+        validate(SweepSpec, body, extra=QUEUE_FIELDS)  # the API checks the queue's fields
+    except SpecError as err:
+        raise usage_error(str(err)) from None
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     try:
         with _client(api) as client:
@@ -149,10 +166,16 @@ def _follow(client: httpx.Client, sweep_id: int, poll_s: float = 1.0) -> None:
     params = {"max_points": 1}  # the table needs each trial's latest epoch only
     view = _check(client.get(f"/sweeps/{sweep_id}", params=params))
     with Live(_table(view), console=console, refresh_per_second=4) as live:
-        while view["state"] not in SWEEP_TERMINAL:
+        while not view["terminal"] and not unschedulable(view):
             time.sleep(poll_s)
             view = _check(client.get(f"/sweeps/{sweep_id}", params=params))
             live.update(_table(view))
+    if unschedulable(view):
+        console.print(
+            f"[red]sweep {sweep_id} cannot start:[/red] {view['pending_reason']}. It stays "
+            f"queued until the cluster grows; `recu sweep-cancel {sweep_id}` removes it."
+        )
+        raise typer.Exit(code=UNSCHEDULABLE)
     if view["state"] != "succeeded":
         console.print(
             f"sweep {sweep_id} {view['state']}" + (f": {view['error']}" if view["error"] else "")
@@ -169,7 +192,7 @@ def _follow(client: httpx.Client, sweep_id: int, poll_s: float = 1.0) -> None:
 def sweeps(
     state: Annotated[str | None, typer.Option(help="Only sweeps in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-    api: ApiOption = DEFAULT_API,
+    api: ApiOption = None,
 ) -> None:
     """List sweeps, newest first, with their trial counts and best trial."""
     params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
@@ -185,13 +208,16 @@ def sweeps(
             "" if not best else f"trial {best['index']}: {best['value']:.4f}",
         )
     console.print(table)
+    for item in page["items"]:
+        if item.get("pending_reason"):
+            console.print(f"sweep {item['id']} {item['state']}: {item['pending_reason']}")
     console.print(f"{page['total']} sweep(s)")
 
 
 def sweep_status(
     sweep_id: int,
     wait: Annotated[bool, typer.Option(help="Follow it until it ends.")] = False,
-    api: ApiOption = DEFAULT_API,
+    api: ApiOption = None,
 ) -> None:
     """One sweep as a table of its trials; --wait follows it live."""
     if not wait:
@@ -204,7 +230,7 @@ def sweep_status(
         raise _fail_connect(api, err) from None
 
 
-def sweep_cancel(sweep_id: int, api: ApiOption = DEFAULT_API) -> None:
+def sweep_cancel(sweep_id: int, api: ApiOption = None) -> None:
     """Cancel a sweep and every trial of it."""
     result = call(api, "POST", f"/sweeps/{sweep_id}/cancel")
     console.print(f"sweep {result['id']} {result['state']}")

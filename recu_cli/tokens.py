@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
+from recu_cli.errors import load_settings
+from recu_core.settings import DatabaseSettings
+
 console = Console()
 notes = Console(stderr=True)
 token_app = typer.Typer(help="Create, revoke and list API tokens (on the database directly).")
@@ -19,7 +22,6 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        envvar="RECU_DATABASE_URL",
         help="The service's database [env RECU_DATABASE_URL, default the embedded SQLite file].",
     ),
 ]
@@ -29,10 +31,9 @@ DatabaseOption = Annotated[
 def _db(url: str | None) -> Iterator[sessionmaker[Session]]:
     from recu_db.engine import make_sessionmaker
     from recu_db.migrate import migrated_engine
-    from service.config import ServiceSettings
 
-    settings = ServiceSettings() if url is None else ServiceSettings(database_url=url)
-    engine = migrated_engine(settings.database_url)
+    settings = load_settings(DatabaseSettings, **({} if url is None else {"database_url": url}))
+    engine = migrated_engine(settings.database_url, **settings.pool())
     try:
         yield make_sessionmaker(engine)
     finally:

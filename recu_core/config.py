@@ -120,6 +120,20 @@ class DatasetConfig(_Strict):
     )
 
     @model_validator(mode="after")
+    def _imagefolder_needs_root(self) -> Self:
+        if self.name == "imagefolder" and self.root is None:
+            raise ValueError(
+                "dataset.root is required for dataset 'imagefolder': a folder inside the data "
+                "directory laid out as <root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg"
+            )
+        if self.name == "imagefolder" and self.loader == "streaming" and self.image_size is None:
+            raise ValueError(
+                "dataset.image_size is required with loader 'streaming' (the crop size "
+                "every image is resized to, e.g. 224)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _crop_scale_ordered(self) -> Self:
         low, high = self.crop_scale
         if not 0.0 < low <= high <= 4.0:

@@ -33,10 +33,14 @@ from recu_core.layers import set_tau, use_compiled_kernels
 from recu_core.models import create_model
 from recu_core.schedules import epoch_lr, lr_at, tau_at
 from recu_core.selection import BestSoFar
-from recu_core.settings import Settings
+from recu_core.settings import DataSettings
 from recu_core.telemetry import WeightTelemetry
 
 log = logging.getLogger("recu.train")
+
+
+class TrainingStoppedError(Exception):
+    """``train`` was asked to stop (``should_stop``) between two steps."""
 
 
 @dataclass
@@ -222,9 +226,12 @@ def train(
     callbacks: Sequence[Callback] = (),
     resume_from: Checkpoint | str | Path | None = None,
     dataset: Dataset | None = None,
-    settings: Settings | None = None,
+    settings: DataSettings | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``config`` from scratch or from ``resume_from``; return the model and history."""
+    """Train ``config`` from scratch or from ``resume_from``; return the model and history.
+    ``should_stop`` is asked before every step (a host-side call: no device
+    synchronisation); when it answers True, TrainingStoppedError is raised."""
     device = resolve_device(config.device)
     if dataset is None:
         dataset = load_dataset(config.dataset, settings=settings)
@@ -277,6 +284,8 @@ def train(
             else base_lr
         )
         for x, y in train_loader.epoch(epoch):  # x: (B, C, H, W), y: (B,)
+            if should_stop is not None and should_stop():
+                raise TrainingStoppedError(f"stopped on request at epoch {epoch + 1}, step {step}")
             if not per_epoch_lr:
                 lr = lr_at(step, total_steps, warmup_steps, base_lr)
             for group in optimizer.param_groups:

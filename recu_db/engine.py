@@ -6,8 +6,9 @@ fails with "database is locked" under concurrency whatever the busy timeout, bec
 reader cannot upgrade its lock. PostgreSQL: pooled connections, pre-ping to survive a
 server restart; the queue claims with ``FOR UPDATE SKIP LOCKED``.
 
-Pool: ``RECU_DB_POOL_SIZE`` connections kept open (default 32) and ``RECU_DB_MAX_OVERFLOW``
-more opened under bursts (default 8) and closed again when returned. An API process
+Pool: ``pool_size`` connections kept open (default 32) and ``max_overflow`` more opened
+under bursts (default 8) and closed again when returned; a process's entry point passes
+its ``DatabaseSettings`` (``RECU_DB_POOL_SIZE``, ``RECU_DB_MAX_OVERFLOW``). An API process
 serves up to 40 requests at once (its thread pool); with SQLAlchemy's default 5 + 10, the
 16th concurrent request waits for a connection and the overflow ones are opened and
 closed request after request (a new PostgreSQL backend each time). PostgreSQL's
@@ -16,32 +17,26 @@ max_connections (100 by default) bounds the sum over every API process and worke
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from recu_core.settings import DatabaseSettings
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-POOL_SIZE = 32
-MAX_OVERFLOW = 8
+POOL_SIZE: int = DatabaseSettings.model_fields["db_pool_size"].default
+MAX_OVERFLOW: int = DatabaseSettings.model_fields["db_max_overflow"].default
 
 
-def pool_options(url: str) -> dict[str, int]:
-    """Pool size and overflow for ``url`` from the environment (none for in-memory SQLite,
-    whose pool keeps one connection per thread)."""
-    if make_url(url).database in {None, "", ":memory:"}:
-        return {}
-    return {
-        "pool_size": int(os.environ.get("RECU_DB_POOL_SIZE", POOL_SIZE)),
-        "max_overflow": int(os.environ.get("RECU_DB_MAX_OVERFLOW", MAX_OVERFLOW)),
-    }
-
-
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``);
-    ``kwargs`` go to ``create_engine`` and win over the pool settings."""
-    kwargs = {**pool_options(url), **kwargs}
+def make_engine(
+    url: str, *, pool_size: int = POOL_SIZE, max_overflow: int = MAX_OVERFLOW, **kwargs: Any
+) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``) with a
+    pool of ``pool_size`` + ``max_overflow`` connections (none for in-memory SQLite, whose
+    pool keeps one connection per thread); ``kwargs`` go to ``create_engine``."""
+    if make_url(url).database not in {None, "", ":memory:"}:
+        kwargs = {"pool_size": pool_size, "max_overflow": max_overflow, **kwargs}
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -22,12 +23,13 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def migrated_engine(url: str) -> Engine:
-    """An engine on ``url`` with the schema at the newest migration; a SQLite file's folder
-    is created first (what the API does at start-up, and the token commands)."""
+def migrated_engine(url: str, **engine_options: Any) -> Engine:
+    """An engine on ``url`` (``engine_options`` go to ``make_engine``) with the schema at the
+    newest migration; a SQLite file's folder is created first (what the API does at
+    start-up, and the token commands)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+    engine = make_engine(url, **engine_options)
     upgrade(engine)
     return engine
 

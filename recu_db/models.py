@@ -1,5 +1,5 @@
 """Tables: users and their API tokens, jobs, the events of every transition, per-epoch
-metrics and telemetry, logs, and checkpoints."""
+metrics and telemetry, logs, checkpoints, and what each worker's Ray cluster has."""
 
 from __future__ import annotations
 
@@ -197,3 +197,16 @@ class CheckpointChunk(Base):
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Worker(Base):
+    """What one queue worker's Ray cluster has, as it last published it (``recu_db.cluster``):
+    ``nodes`` the totals of each alive node ([{"CPU": c, "GPU": g}, ...]), ``free`` what
+    the worker could give a new job then ({"CPU": c, "GPU": g})."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    nodes: Mapped[list[dict[str, float]]] = mapped_column(JSON)
+    free: Mapped[dict[str, float]] = mapped_column(JSON)

@@ -21,9 +21,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from recu_db.demand import resource_demand
+from recu_core.jobspec import JobSpec
+from recu_core.sweepspec import SweepSpec
 from recu_db.models import EpochMetric, Job, JobEvent
-from recu_db.states import TERMINAL, JobState, check_transition
+from recu_db.specs import InvalidStoredSpecError, parse_spec
+from recu_db.states import TERMINAL, JobKind, JobState, check_transition
 
 Db = sessionmaker[Session]
 _LIVE = (JobState.RUNNING, JobState.CANCELLING)
@@ -35,15 +37,30 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class Lease:
-    """What a worker holds after a claim; the fence of its later writes."""
+    """What a worker holds after a claim: the job, parsed once, and the fence of its later
+    writes (job id, attempt, owner)."""
 
     job_id: int
     attempt: int
     owner: str
-    spec: dict[str, Any]
-    kind: str = "train"
+    spec: JobSpec | SweepSpec
+    kind: JobKind = JobKind.TRAIN
     cpus: float = 1.0  # what the job reserves on the cluster (a sweep: all its trials at once)
     gpus: float = 0.0
+
+    @property
+    def job(self) -> JobSpec:
+        """The spec of a training job or trial."""
+        if not isinstance(self.spec, JobSpec):
+            raise TypeError(f"job {self.job_id} is a {self.kind}, not a training job")
+        return self.spec
+
+    @property
+    def sweep(self) -> SweepSpec:
+        """The spec of a sweep."""
+        if not isinstance(self.spec, SweepSpec):
+            raise TypeError(f"job {self.job_id} is a {self.kind}, not a sweep")
+        return self.spec
 
 
 def _event(
@@ -77,11 +94,10 @@ class QueueFullError(Exception):
 
 def submit(
     db: Db,
-    spec: dict[str, Any],
+    spec: JobSpec | SweepSpec,
     *,
-    kind: str = "train",
     demand: tuple[float, float] | None = None,
-    trials: Sequence[dict[str, Any]] = (),
+    trials: Sequence[JobSpec] = (),
     priority: int = 0,
     idempotency_key: str | None = None,
     max_attempts: int = 3,
@@ -89,9 +105,9 @@ def submit(
     max_queued: int | None = None,
     now: datetime | None = None,
 ) -> tuple[Job, bool]:
-    """Queue a job (or a sweep: ``kind="sweep"``) for ``user_id``; returns (job, created).
-    ``demand`` is the (cpus, gpus) a claim must find free, by default read from
-    ``spec["resources"]``; ``trials`` the job specs of a sweep's trials, added with it
+    """Queue a job (or a sweep: a SweepSpec) for ``user_id``; returns (job, created).
+    ``demand`` is the (cpus, gpus) a claim must find free, by default the spec's
+    ``resources`` (a sweep's base: one trial at a time); ``trials`` a sweep's trials, added with it
     (queued, never claimed on their own, keyed "0", "1", ... in plan order).
     The same idempotency key of the same owner returns the same job, also under concurrent
     submits (the unique index decides the race). ``max_queued`` caps the owner's queued jobs
@@ -107,12 +123,13 @@ def submit(
                 if earlier is None:
                     raise QueueFullError(max_queued)
                 return earlier, False  # a retry of an accepted submit is not refused
-            cpus, gpus = demand or resource_demand(spec)
+            job_spec = spec if isinstance(spec, JobSpec) else spec.base
+            cpus, gpus = demand or job_spec.resources.demand
             job = Job(
-                kind=kind,
+                kind=JobKind.TRAIN if isinstance(spec, JobSpec) else JobKind.SWEEP,
                 user_id=user_id,
                 state=JobState.QUEUED,
-                spec=spec,
+                spec=spec.stored(),
                 cpus=cpus,
                 gpus=gpus,
                 priority=priority,
@@ -163,7 +180,7 @@ def _queued(session: Session, user_id: int | None, cap: int) -> int:
     however long the queue)."""
     queued = (
         select(Job.id)
-        .where(Job.user_id == user_id, Job.state == JobState.QUEUED, Job.kind != "trial")
+        .where(Job.user_id == user_id, Job.state == JobState.QUEUED, Job.kind != JobKind.TRIAL)
         .limit(cap)
         .subquery()
     )
@@ -174,17 +191,15 @@ CAP_MARGIN = 64
 _QUEUE_CAP_LOCK = 0x7175  # advisory lock class of the per-owner queue cap ("qu")
 
 
-def _add_trial(
-    session: Session, sweep: Job, index: int, spec: dict[str, Any], now: datetime
-) -> None:
-    cpus, gpus = resource_demand(spec)
+def _add_trial(session: Session, sweep: Job, index: int, spec: JobSpec, now: datetime) -> None:
+    cpus, gpus = spec.resources.demand
     trial = Job(
-        kind="trial",
+        kind=JobKind.TRIAL,
         parent_id=sweep.id,
         trial_key=str(index),
         user_id=sweep.user_id,
         state=JobState.QUEUED,
-        spec=spec,
+        spec=spec.stored(),
         priority=sweep.priority,
         attempt=0,
         max_attempts=1,
@@ -217,7 +232,7 @@ def claim(
     with db.begin() as session:
         candidate = (
             select(Job.id)
-            .where(Job.state == JobState.QUEUED, Job.kind != "trial", *fits)
+            .where(Job.state == JobState.QUEUED, Job.kind != JobKind.TRIAL, *fits)
             .order_by(Job.priority.desc(), Job.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -238,6 +253,12 @@ def claim(
         ).first()
         if row is None:
             return None
+        kind = JobKind(row.kind)
+        try:
+            spec = parse_spec(kind, row.spec)
+        except InvalidStoredSpecError as err:  # fails now, not on a worker minutes later
+            _fail_unparsable(session, row.id, row.attempt, str(err), now)
+            return None
         _event(
             session,
             row.id,
@@ -251,11 +272,24 @@ def claim(
             job_id=row.id,
             attempt=row.attempt,
             owner=owner,
-            spec=row.spec,
-            kind=row.kind,
+            spec=spec,
+            kind=kind,
             cpus=row.cpus,
             gpus=row.gpus,
         )
+
+
+def _fail_unparsable(
+    session: Session, job_id: int, attempt: int, error: str, now: datetime
+) -> None:
+    """Fail a just-claimed job whose stored spec this version cannot read (no retry helps)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(state=JobState.FAILED, owner=None, error=error, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    _event(session, job_id, JobState.QUEUED, JobState.FAILED, attempt, error, now)
 
 
 def fence(lease: Lease) -> tuple[Any, ...]:
@@ -392,7 +426,7 @@ def reap(db: Db, *, now: datetime | None = None) -> list[tuple[int, JobState]]:
     with db.begin() as session:
         expired = session.scalars(
             select(Job)
-            .where(Job.state.in_(_LIVE), Job.kind != "trial", Job.lease_expires_at < now)
+            .where(Job.state.in_(_LIVE), Job.kind != JobKind.TRIAL, Job.lease_expires_at < now)
             .with_for_update(skip_locked=True)
         ).all()
         for job in expired:

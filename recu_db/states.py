@@ -15,6 +15,14 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class JobKind(StrEnum):
+    """What a queue row is: a training job, a sweep, or one trial of a sweep."""
+
+    TRAIN = "train"
+    SWEEP = "sweep"
+    TRIAL = "trial"
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -26,6 +34,11 @@ class JobState(StrEnum):
 
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.STOPPED})
+
+
+def is_terminal(state: str) -> bool:
+    """True for a final state (nothing changes any more)."""
+    return JobState(state) in TERMINAL
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),

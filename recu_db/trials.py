@@ -13,9 +13,11 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from recu_core.jobspec import JobSpec
 from recu_db.models import Job
 from recu_db.queue import Db, Lease, _event, end_children, fence, utcnow
-from recu_db.states import TERMINAL, JobState
+from recu_db.specs import parse_spec
+from recu_db.states import TERMINAL, JobKind, JobState
 
 
 def start_trial(db: Db, sweep: Lease, key: str, *, now: datetime | None = None) -> Lease | None:
@@ -44,7 +46,11 @@ def start_trial(db: Db, sweep: Lease, key: str, *, now: datetime | None = None) 
         reason = f"started by sweep {sweep.job_id} attempt {sweep.attempt}"
         _event(session, trial.id, current, JobState.RUNNING, trial.attempt, reason, now)
         return Lease(
-            job_id=trial.id, attempt=trial.attempt, owner=sweep.owner, spec=trial.spec, kind="trial"
+            job_id=trial.id,
+            attempt=trial.attempt,
+            owner=sweep.owner,
+            spec=parse_spec(JobKind.TRIAL, trial.spec),
+            kind=JobKind.TRIAL,
         )
 
 
@@ -79,7 +85,7 @@ def end_trial(
             return False
         current = JobState(trial.state)
         if target is None:
-            done = trial.current_epoch >= trial.spec["epochs"]
+            done = trial.current_epoch >= JobSpec.model_validate(trial.spec).epochs
             target = JobState.SUCCEEDED if done else JobState.STOPPED
             reason = reason if target == JobState.STOPPED else "ran all its epochs"
         final = JobState.CANCELLED if current == JobState.CANCELLING else target

@@ -1,50 +1,34 @@
-"""Request and response bodies. A job spec is a recu_core TrainConfig plus how to run it."""
+"""Request and response bodies. The job itself is ``recu_core.jobspec.JobSpec``."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from recu_core.config import TrainConfig
-
-
-class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    num_workers: int = Field(1, ge=1, le=1024, description="DDP workers (Ray Train).")
-    use_gpu: bool = False
-    gpus_per_worker: int = Field(0, ge=0, le=16)
-    cpus_per_worker: float = Field(1.0, gt=0, le=256)
+from recu_core.jobspec import JobSpec
+from recu_db.states import JobKind, JobState
 
 
-class CheckpointPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class JobCreate(JobSpec):
+    """POST /jobs: the job (JobSpec) and what only the queue owns."""
 
-    every_epochs: int = Field(1, ge=1, le=10_000, description="Store a checkpoint every N epochs.")
-    keep: int = Field(
-        2,
-        ge=1,
-        le=1000,
-        description="Keep the newest K checkpoints, and always the best epoch's (best_epoch).",
-    )
-
-
-class JobCreate(TrainConfig):
-    """POST /jobs: the training recipe (TrainConfig) and how to run it."""
-
-    resources: Resources = Resources()
-    checkpoint: CheckpointPolicy = CheckpointPolicy()
     priority: int = Field(0, ge=-1000, le=1000)
     max_attempts: int = Field(3, ge=1, le=100)
 
 
 class JobPublic(BaseModel):
     id: int
-    kind: str = Field(description="train, or trial (one run of a sweep: parent_id).")
+    kind: JobKind = Field(description="train, or trial (one run of a sweep: parent_id).")
     parent_id: int | None
-    state: str
+    state: JobState
+    terminal: bool = Field(description="The state is final: nothing will change any more.")
+    pending_reason: str | None = Field(
+        None,
+        description="Why a queued job has not started: waiting for busy resources, or a "
+        "demand no node of the cluster can ever satisfy (unschedulable).",
+    )
     attempt: int
     max_attempts: int
     priority: int
@@ -114,4 +98,5 @@ class CheckpointPublic(BaseModel):
 
 class CancelResult(BaseModel):
     id: int
-    state: str
+    state: JobState
+    terminal: bool

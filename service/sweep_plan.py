@@ -3,25 +3,34 @@
 Trials are planned when the sweep is submitted, with the standard library's seeded
 ``random``: grid dimensions are crossed, choice and range dimensions sampled once per
 trial, ``num_samples`` times over (the semantics of Ray Tune's variant generator). Every
-trial spec is then a plain job spec, validated like a POST /jobs body; a re-claimed sweep
-runs exactly the trials it planned.
+trial is then a ``JobSpec``, validated like a POST /jobs body; a re-claimed sweep runs
+exactly the trials it planned.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from service.schemas import JobCreate
-from service.sweep_schemas import SEARCHABLE, Choice, Dimension, Grid, LogUniform, SweepCreate
+from recu_core.jobspec import JobSpec
+from recu_core.sweepspec import SEARCHABLE, Choice, Dimension, Grid, LogUniform, SweepSpec
 
 Error = dict[str, Any]
-_TRIAL_EXCLUDE = {"priority", "max_attempts"}
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial: the searched values by dotted path, and its whole job spec."""
+
+    params: dict[str, Any]
+    spec: JobSpec
 
 
 def with_value(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -35,11 +44,9 @@ def with_value(spec: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def _value_at(spec: dict[str, Any], path: str) -> Any:
-    node: Any = spec
-    for key in path.split("."):
-        node = node[key]
-    return node
+def value_at(spec: JobSpec, path: str) -> Any:
+    """The field of ``spec`` at the dotted ``path`` (e.g. ``tau.tau_s``)."""
+    return functools.reduce(getattr, path.split("."), spec)
 
 
 def _candidates(dim: Dimension) -> list[Any]:
@@ -55,7 +62,7 @@ def _check_dimension(base: dict[str, Any], path: str, dim: Dimension) -> list[Er
     errors = []
     for value in _candidates(dim):
         try:
-            JobCreate.model_validate(with_value(base, path, value))
+            JobSpec.model_validate(with_value(base, path, value))
         except ValidationError as err:
             first = err.errors()[0]
             errors.append(_error(("space", path), f"value {value!r}: {first['msg']}", value))
@@ -94,9 +101,9 @@ def _sample(dim: Dimension, rng: random.Random) -> Any:
     return rng.uniform(dim.low, dim.high)  # type: ignore[union-attr]
 
 
-def plan(body: SweepCreate, max_trials: int) -> tuple[list[dict[str, Any]], list[Error]]:
-    """(trials, errors): each trial is {"params": {path: value}, "spec": job spec}."""
-    base = body.base.model_dump(mode="json", exclude=_TRIAL_EXCLUDE)
+def plan(body: SweepSpec, max_trials: int) -> tuple[list[PlannedTrial], list[Error]]:
+    """(trials, errors): the planned trials, or the 422 errors that name the field."""
+    base = body.base.stored()
     errors: list[Error] = []
     for path, dim in body.space.items():
         if path not in SEARCHABLE:
@@ -136,7 +143,7 @@ def plan(body: SweepCreate, max_trials: int) -> tuple[list[dict[str, Any]], list
     if errors:
         return [], errors
     rng = random.Random(body.seed)
-    trials: list[dict[str, Any]] = []
+    trials: list[PlannedTrial] = []
     for _ in range(body.num_samples):
         for point in itertools.product(*grid.values()):
             params = dict(zip(grid, point, strict=True))
@@ -145,11 +152,9 @@ def plan(body: SweepCreate, max_trials: int) -> tuple[list[dict[str, Any]], list
             for path, value in params.items():
                 spec = with_value(spec, path, value)
             try:
-                trial = JobCreate.model_validate(spec).model_dump(
-                    mode="json", exclude=_TRIAL_EXCLUDE
-                )
+                trial = JobSpec.model_validate(spec)
             except ValidationError as err:
                 msg = f"trial {len(trials)} {params}: {err.errors()[0]['msg']}"
                 return [], [_error(("space",), msg, params)]
-            trials.append({"params": {p: _value_at(trial, p) for p in params}, "spec": trial})
+            trials.append(PlannedTrial({p: value_at(trial, p) for p in params}, trial))
     return trials, []

@@ -13,69 +13,25 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import traceback
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import ray
 from sqlalchemy.exc import DBAPIError
 
+from recu_core.settings import WorkerSettings
 from recu_db import queue, results
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
 from recu_db.retry import is_transient, retry_transient
-from recu_db.states import JobState
+from recu_db.states import JobKind, JobState
+from workers import cluster_view
 from workers.capacity import Capacity
 from workers.sweep import run_sweep
-from workers.trainer import run_job
+from workers.stops import JobStoppedError
+from workers.trainer import TrainingCodeError, run_job
 
 log = logging.getLogger("recu.worker")
-
-
-def _env(name: str, default: str | None = None) -> Callable[[], Any]:
-    return lambda: os.environ.get(name, default)
-
-
-@dataclass
-class WorkerSettings:
-    """Read from the environment when constructed: RECU_DATABASE_URL, RAY_ADDRESS,
-    RECU_RUNS_DIR (Ray's own storage for the runs: a path every Ray node sees, or an
-    object-store URI such as s3://bucket/recu), RECU_WORKER_CONCURRENCY, RECU_WORKER_LEASE_S
-    (a job's lease, renewed every third of it; a dead worker's job is requeued after it),
-    RECU_WORKER_POLL_S (how often an idle slot reaps and looks for a job) and
-    RECU_WORKER_MAX_FAILURES (Ray Train restarts of a job's worker group)."""
-
-    database_url: str = field(default_factory=_env("RECU_DATABASE_URL", "sqlite:///var/recu.db"))
-    ray_address: str | None = field(default_factory=_env("RAY_ADDRESS"))
-    runs_dir: str | Path = field(
-        default_factory=lambda: os.environ.get("RECU_RUNS_DIR", "var/ray-runs")
-    )
-    concurrency: int = field(
-        default_factory=lambda: int(os.environ.get("RECU_WORKER_CONCURRENCY", "1"))
-    )
-    lease_s: float = field(
-        default_factory=lambda: float(os.environ.get("RECU_WORKER_LEASE_S", "60"))
-    )
-    poll_s: float = field(default_factory=lambda: float(os.environ.get("RECU_WORKER_POLL_S", "1")))
-    max_failures: int = field(
-        default_factory=lambda: int(os.environ.get("RECU_WORKER_MAX_FAILURES", "1"))
-    )
-    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.lease_s <= 0 or self.poll_s <= 0:
-            raise ValueError(
-                f"lease_s and poll_s must be positive, got {self.lease_s} and {self.poll_s}"
-            )
-        if self.max_failures < 0:
-            raise ValueError(f"max_failures must be at least 0, got {self.max_failures}")
 
 
 def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event) -> None:
@@ -110,9 +66,9 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
         )
         beat.start()
         try:
-            state, error, lines = JobState.SUCCEEDED, None, list[str]()
+            state, error, lines, reason = JobState.SUCCEEDED, None, list[str](), ""
             try:
-                if lease.kind == "sweep":
+                if lease.kind == JobKind.SWEEP:
                     run_sweep(
                         lease,
                         database_url=settings.database_url,
@@ -127,6 +83,12 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
                         runs_dir=settings.runs_dir,
                         max_failures=settings.max_failures,
                     )
+            except JobStoppedError:  # cancelled (or no longer ours: the fence drops it)
+                state, reason = JobState.CANCELLED, "stopped on request"
+                lines = ["stopped on request: the job was cancelled"]
+            except TrainingCodeError as err:  # the job's own code raised: failed, not retried
+                state, error = JobState.FAILED, str(err)
+                lines = err.details.splitlines()
             except Exception as err:  # the job failed: record why, and go on with the next
                 state, error = JobState.FAILED, f"{type(err).__name__}: {err}"
                 lines = "".join(traceback.format_exception(err)).splitlines()
@@ -136,7 +98,8 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
                     lambda: results.append_logs(db, lease, lines), seconds=settings.lease_s
                 )
             retry_transient(
-                lambda: queue.finish(db, lease, state, error=error), seconds=settings.lease_s
+                lambda: queue.finish(db, lease, state, reason=reason, error=error),
+                seconds=settings.lease_s,
             )
         finally:
             stop.set()
@@ -185,6 +148,11 @@ def serve(
     engine = make_engine(settings.database_url)
     db = make_sessionmaker(engine)
     capacity = Capacity()
+    publisher = threading.Thread(  # what the cluster has, for the API's pending reasons
+        target=cluster_view.publish_until,
+        args=(db, settings.name, capacity, settings.poll_s, stopping),
+        name="recu-cluster-view",
+    )
     slots = [
         threading.Thread(
             target=_slot,
@@ -194,6 +162,7 @@ def serve(
         for i in range(settings.concurrency)
     ]
     try:
+        publisher.start()
         for slot in slots:
             slot.start()
         for slot in slots:
@@ -203,4 +172,6 @@ def serve(
         for slot in slots:
             if slot.is_alive():
                 slot.join()
+        if publisher.is_alive():
+            publisher.join()
         engine.dispose()

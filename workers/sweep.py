@@ -11,7 +11,6 @@ the reported ``epoch``; a stopped trial ends ``stopped`` with the epochs it ran.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 import traceback
@@ -23,14 +22,16 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from sqlalchemy import Engine
 
+from recu_core.jobspec import JobSpec
+from recu_core.sweepspec import Scheduler
 from recu_db import queue, reads, results
-from recu_db.demand import num_workers, per_worker_resources
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
 from recu_db.states import TERMINAL, JobState
 from recu_db.trials import end_open_trials, end_trial, start_trial
+from workers.stops import JobStoppedError
 from workers.train_loop import run_training
-from workers.trainer import run_job, storage_path
+from workers.trainer import TrainingCodeError, run_job, storage_path
 
 
 class _Db:
@@ -98,13 +99,13 @@ class RecordTrialEnds(tune.Callback):
 def run_trial(
     config: dict[str, Any],
     *,
-    sweep: dict[str, Any],
+    sweep: Lease,
     database_url: str,
     lease_s: float,
     runs_dir: str,
 ) -> None:
     """The Tune trainable: start the planned trial under the sweep's lease and train it."""
-    sweep_lease = Lease(**sweep)
+    sweep_lease = sweep
     handle = _Db(database_url)
     db = handle()
     lease = start_trial(db, sweep_lease, str(config["trial"]))
@@ -112,7 +113,7 @@ def run_trial(
         handle.close()
         return
     try:
-        if num_workers(lease.spec) == 1:
+        if lease.job.resources.num_workers == 1:
             run_training(
                 lease, database_url=database_url, lease_s=lease_s, rank=0, report=tune.report
             )
@@ -127,9 +128,16 @@ def run_trial(
                 callbacks=[TuneReportCallback()],
             )
         queue.finish(db, lease, JobState.SUCCEEDED)
+    except JobStoppedError:  # cancelled: ends cancelled, no error (the fence drops the rest)
+        results.append_logs(db, lease, ["stopped on request: the trial was cancelled"])
+        queue.finish(db, lease, JobState.CANCELLED, reason="stopped on request")
     except Exception as err:  # recorded on the trial; Tune records it too and goes on
-        results.append_logs(db, lease, "".join(traceback.format_exception(err)).splitlines())
-        queue.finish(db, lease, JobState.FAILED, error=f"{type(err).__name__}: {err}")
+        details = err.details if isinstance(err, TrainingCodeError) else None
+        results.append_logs(
+            db, lease, (details or "".join(traceback.format_exception(err))).splitlines()
+        )
+        error = str(err) if details else f"{type(err).__name__}: {err}"
+        queue.finish(db, lease, JobState.FAILED, error=error)
         raise
     finally:
         handle.close()
@@ -140,15 +148,14 @@ def trial_name(sweep_id: int, trial: Any) -> str:
     return f"sweep-{sweep_id}-trial-{trial.config['trial']}"
 
 
-def _scheduler(spec: dict[str, Any], epochs: int) -> TrialScheduler:
-    options = spec["scheduler"]
-    if options["kind"] == "none":
+def _scheduler(options: Scheduler, epochs: int) -> TrialScheduler:
+    if options.kind == "none":
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr="epoch",
         max_t=epochs,
-        grace_period=min(options["grace_period"], epochs),
-        reduction_factor=options["reduction_factor"],
+        grace_period=min(options.grace_period, epochs),
+        reduction_factor=options.reduction_factor,
     )
 
 
@@ -165,23 +172,25 @@ def run_sweep(lease: Lease, *, database_url: str, lease_s: float, runs_dir: str 
 def _run_sweep(
     lease: Lease, db: queue.Db, *, database_url: str, lease_s: float, runs_dir: str | Path
 ) -> None:
-    spec = lease.spec
+    spec = lease.sweep
     with db() as session:
         rows = list(reads.children(session, lease.job_id))
     pending = [r.trial_key for r in rows if JobState(r.state) not in TERMINAL]
     if pending:
-        first = rows[0].spec
-        one = per_worker_resources(first)
+        first = JobSpec.model_validate(rows[0].spec)  # every trial runs on the same resources
+        one = first.resources.per_worker
         # A one-worker trial trains in its Tune actor, which reserves that worker's CPUs
         # and GPUs. A multi-worker trial's actor only drives a TorchTrainer, whose workers
         # reserve the resources; Tune refuses an empty request, so the driver asks for one
         # byte of memory instead of the 1 CPU default that could starve its own workers.
         resources: dict[str, float] = (
-            {k.lower(): v for k, v in one.items()} if num_workers(first) == 1 else {"memory": 1}
+            {k.lower(): v for k, v in one.items()}
+            if first.resources.num_workers == 1
+            else {"memory": 1}
         )
         trainable = tune.with_parameters(
             run_trial,
-            sweep=dataclasses.asdict(lease),
+            sweep=lease,
             database_url=database_url,
             lease_s=lease_s,
             runs_dir=storage_path(runs_dir),
@@ -192,10 +201,10 @@ def _run_sweep(
             tune.with_resources(trainable, resources),
             param_space={"trial": tune.grid_search(pending)},
             tune_config=tune.TuneConfig(
-                metric=spec["metric"],
-                mode=spec["mode"],
-                scheduler=_scheduler(spec, first["epochs"]),
-                max_concurrent_trials=spec["max_concurrent_trials"],
+                metric=spec.metric,
+                mode=spec.mode,
+                scheduler=_scheduler(spec.scheduler, first.epochs),
+                max_concurrent_trials=spec.max_concurrent_trials,
                 trial_name_creator=functools.partial(trial_name, lease.job_id),
                 trial_dirname_creator=functools.partial(trial_name, lease.job_id),
             ),

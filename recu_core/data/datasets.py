@@ -5,7 +5,7 @@ Each in-memory source decodes to ``Splits``; this module resolves paths, takes t
 configured subset, carves the validation split, computes the normalisation statistics
 and fills in the source's default augmentation. An image folder streams when
 ``dataset.loader`` says so, or ('auto') when its decoded images would not fit in
-``Settings.memory_loader_max_bytes``.
+``DataSettings.memory_loader_max_bytes``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from recu_core.data.imagefolder import LAYOUT, load_imagefolder, scan
 from recu_core.data.stream_source import decoded_bytes, open_streaming
 from recu_core.data.streaming import StreamingDataset
 from recu_core.data.synthetic import synthetic_splits
-from recu_core.settings import Settings, get_settings
+from recu_core.settings import DataSettings
 
 SUBSET_SEED = 0
 
@@ -39,17 +39,17 @@ SUBSET_SEED = 0
 class _Source:
     """How to decode one dataset and its default augmentation."""
 
-    load: Callable[[DatasetConfig, Settings], Splits]
+    load: Callable[[DatasetConfig, DataSettings], Splits]
     crop_padding: Callable[[int], int]  # image size -> default random-crop padding
     flip: bool  # default random horizontal flip
 
 
 def load_dataset(
-    cfg: DatasetConfig, *, settings: Settings | None = None
+    cfg: DatasetConfig, *, settings: DataSettings | None = None
 ) -> ImageDataset | StreamingDataset:
     """Load the dataset ``cfg`` names: in memory (decoded once, then from the cache), or
     as a streaming image folder; ``.loader`` on the result says which, and why."""
-    settings = settings if settings is not None else get_settings()
+    settings = settings if settings is not None else DataSettings()
     if cfg.name != "imagefolder":
         if cfg.loader == "streaming":
             raise DatasetError(
@@ -72,7 +72,7 @@ def load_dataset(
     return load_in_memory(cfg, settings, f"memory (auto: {sizes})")
 
 
-def load_in_memory(cfg: DatasetConfig, settings: Settings, loader: str) -> ImageDataset:
+def load_in_memory(cfg: DatasetConfig, settings: DataSettings, loader: str) -> ImageDataset:
     """The dataset decoded into uint8 tensors (cached on disk after the first decode)."""
     source = _SOURCES[cfg.name]
     splits = source.load(cfg, settings)
@@ -125,12 +125,12 @@ def _first(
     return images[index].contiguous(), labels[index]  # (n, C, H, W), (n,)
 
 
-def _load_cifar(cfg: DatasetConfig, settings: Settings) -> Splits:
+def _load_cifar(cfg: DatasetConfig, settings: DataSettings) -> Splits:
     root = resolve_root(cfg.root or LAYOUTS[cfg.name].folder, settings.data_dir)
     return load_cifar(cfg.name, root, settings.cache_dir)
 
 
-def _imagefolder_root(cfg: DatasetConfig, settings: Settings) -> Path:
+def _imagefolder_root(cfg: DatasetConfig, settings: DataSettings) -> Path:
     if cfg.root is None:
         raise DatasetError(
             f"imagefolder: dataset.root is required; point it at a folder laid out as {LAYOUT}"
@@ -138,11 +138,11 @@ def _imagefolder_root(cfg: DatasetConfig, settings: Settings) -> Path:
     return resolve_root(cfg.root, settings.data_dir)
 
 
-def _load_imagefolder(cfg: DatasetConfig, settings: Settings) -> Splits:
+def _load_imagefolder(cfg: DatasetConfig, settings: DataSettings) -> Splits:
     return load_imagefolder(_imagefolder_root(cfg, settings), cfg.image_size, settings.cache_dir)
 
 
-def _load_synthetic(cfg: DatasetConfig, settings: Settings) -> Splits:
+def _load_synthetic(cfg: DatasetConfig, settings: DataSettings) -> Splits:
     return synthetic_splits(cfg.num_train or 5000, cfg.num_test or 1000, cfg.image_size or 32)
 
 

@@ -8,13 +8,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from recu_core.jobspec import JobSpec, Resources
 from recu_core.paths import RootOutsideDataDirError, confined_root
 from recu_db import queue, reads
 from recu_db.models import Job
-from recu_db.states import JobState
+from recu_db.states import JobState, is_terminal
 from service.auth import owner_filter
 from service.config import ServiceSettings
 from service.deps import Id, JobDep, PrincipalDep, SessionDep, SessionMakerDep, SettingsDep
+from service.pending import pending_reasons, refuse_unschedulable
 from service.responses import NOT_FOUND, submit_responses
 from service.schemas import (
     CancelResult,
@@ -26,7 +28,6 @@ from service.schemas import (
     JobPage,
     JobPublic,
     LogLinePublic,
-    Resources,
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -36,6 +37,7 @@ def to_public(
     job: Job,
     latest: dict[int, dict] | None = None,
     times: dict[int, tuple[datetime | None, datetime | None]] | None = None,
+    pending: dict[int, str] | None = None,
 ) -> JobPublic:
     started, finished = (times or {}).get(job.id, (None, None))
     metrics = (latest or {}).get(job.id) or {}
@@ -45,6 +47,8 @@ def to_public(
         kind=job.kind,
         parent_id=job.parent_id,
         state=job.state,
+        terminal=is_terminal(job.state),
+        pending_reason=(pending or {}).get(job.id),
         attempt=job.attempt,
         max_attempts=job.max_attempts,
         priority=job.priority,
@@ -63,21 +67,32 @@ def to_public(
 
 
 def check_limits(
-    body: JobCreate, settings: ServiceSettings, loc: tuple[str, ...] = ("body",)
+    spec: JobSpec, settings: ServiceSettings, loc: tuple[str, ...] = ("body",)
 ) -> list[dict[str, Any]]:
-    """422 errors for what the service's settings forbid (empty when within them):
-    resources beyond the limits, a dataset root outside the data directory."""
-    errors = check_resources(body.resources, settings, (*loc, "resources"))
-    if body.dataset.root is not None:
+    """422 errors for what the service can check before a worker would (empty when none):
+    resources beyond the limits, a dataset root outside the data directory, or missing
+    from it (checked where the API sees the workers' data directory)."""
+    errors = check_resources(spec.resources, settings, (*loc, "resources"))
+    root = spec.dataset.root
+    if root is not None:
+        problem = None
         try:
-            confined_root(body.dataset.root, settings.data_dir)
+            path = confined_root(root, settings.data_dir)
         except RootOutsideDataDirError as err:
+            problem = str(err)
+        else:
+            if settings.data_dir.is_dir() and not path.is_dir():
+                problem = (
+                    f"dataset.root {root!r} does not exist in the data directory "
+                    f"(RECU_DATA_DIR); give a folder inside it"
+                )
+        if problem is not None:
             errors.append(
                 {
                     "type": "value_error",
                     "loc": (*loc, "dataset", "root"),
-                    "msg": str(err),
-                    "input": body.dataset.root,
+                    "msg": problem,
+                    "input": root,
                 }
             )
     return errors
@@ -106,15 +121,6 @@ def check_resources(
                 "input": resources.gpus_per_worker,
             }
         )
-    if resources.gpus_per_worker and not resources.use_gpu:
-        errors.append(
-            {
-                "type": "value_error",
-                "loc": (*loc, "use_gpu"),
-                "msg": "gpus_per_worker > 0 needs use_gpu=true",
-                "input": resources.use_gpu,
-            }
-        )
     return errors
 
 
@@ -134,10 +140,11 @@ def submit_job(
 ) -> JobPublic:
     """Queue a training job. The same Idempotency-Key (per user) returns the same job (200).
     429 when the user already has the maximum of queued jobs and sweeps."""
-    errors = check_limits(body, settings)
+    spec = JobSpec.from_fields(body)
+    errors = check_limits(spec, settings)
     if errors:
         raise RequestValidationError(errors)
-    spec = body.model_dump(mode="json", exclude={"priority", "max_attempts"})
+    refuse_unschedulable(makers, settings, spec.resources, loc=("body", "resources"))
     job, created = queue.submit(
         makers,
         spec,
@@ -175,15 +182,23 @@ def list_jobs(
     )
     ids = [j.id for j in rows]
     latest, times = reads.latest_metrics(session, ids), reads.run_times(session, ids)
+    pending = pending_reasons(session, rows)
     return JobPage(
-        items=[to_public(j, latest, times) for j in rows], total=total, offset=offset, limit=limit
+        items=[to_public(j, latest, times, pending) for j in rows],
+        total=total,
+        offset=offset,
+        limit=limit,
     )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
 def get_job(job: JobDep, session: SessionDep) -> JobPublic:
+    """The job; a queued one says why it has not started (``pending_reason``)."""
     return to_public(
-        job, reads.latest_metrics(session, [job.id]), reads.run_times(session, [job.id])
+        job,
+        reads.latest_metrics(session, [job.id]),
+        reads.run_times(session, [job.id]),
+        pending_reasons(session, [job]),
     )
 
 
@@ -272,4 +287,4 @@ def cancel_job(job_id: Id, makers: SessionMakerDep, principal: PrincipalDep) -> 
     state = queue.cancel(makers, job_id, user_id=owner_filter(principal))
     if state is None:
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
-    return CancelResult(id=job_id, state=state)
+    return CancelResult(id=job_id, state=state, terminal=is_terminal(state))

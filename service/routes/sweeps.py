@@ -14,10 +14,11 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, 
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
+from recu_core.jobspec import JobSpec
+from recu_core.sweepspec import SweepSpec
 from recu_db import queue, reads
-from recu_db.demand import resource_demand
 from recu_db.models import Job
-from recu_db.states import JobState
+from recu_db.states import JobKind, JobState, is_terminal
 from service.auth import can_see, owner_filter
 from service.deps import (
     Id,
@@ -27,10 +28,11 @@ from service.deps import (
     SessionMakerDep,
     SettingsDep,
 )
+from service.pending import pending_reasons, refuse_unschedulable
 from service.responses import NOT_FOUND, submit_responses
 from service.routes.jobs import check_limits
 from service.schemas import CancelResult, CheckpointPublic
-from service.sweep_plan import plan
+from service.sweep_plan import plan, value_at
 from service.sweep_schemas import (
     BestTrial,
     SweepCreate,
@@ -45,7 +47,7 @@ router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 def existing_sweep(sweep_id: Id, session: SessionDep, principal: PrincipalDep) -> Job:
     sweep = session.get(Job, sweep_id)
-    if sweep is None or sweep.kind != "sweep" or not can_see(principal, sweep):
+    if sweep is None or sweep.kind != JobKind.SWEEP or not can_see(principal, sweep):
         raise HTTPException(status_code=404, detail=f"no sweep {sweep_id}")
     return sweep
 
@@ -53,18 +55,15 @@ def existing_sweep(sweep_id: Id, session: SessionDep, principal: PrincipalDep) -
 SweepDep = Annotated[Job, Depends(existing_sweep)]
 
 
-def _params(sweep: Job, trial: Job) -> dict[str, Any]:
-    out = {}
-    for path in sweep.spec["space"]:
-        node: Any = trial.spec
-        for key in path.split("."):
-            node = node[key]
-        out[path] = node
-    return out
+def _params(spec: SweepSpec, trial: Job) -> dict[str, Any]:
+    """The trial's values of the searched fields."""
+    trial_spec = JobSpec.model_validate(trial.spec)
+    return {path: value_at(trial_spec, path) for path in spec.space}
 
 
 def _best(session: Session, sweep: Job, trials: list[Job]) -> BestTrial | None:
-    metric, sign = sweep.spec["metric"], 1.0 if sweep.spec["mode"] == "max" else -1.0
+    spec = SweepSpec.model_validate(sweep.spec)
+    metric, sign = spec.metric, 1.0 if spec.mode == "max" else -1.0
     latest = reads.latest_metrics(session, [t.id for t in trials])
     scored = [(sign * latest[t.id][metric], t) for t in trials if metric in latest.get(t.id, {})]
     if not scored:
@@ -81,7 +80,7 @@ def _best(session: Session, sweep: Job, trials: list[Job]) -> BestTrial | None:
         trial_id=trial.id,
         index=int(trial.trial_key or 0),
         value=latest[trial.id][metric],
-        params=_params(sweep, trial),
+        params=_params(spec, trial),
         checkpoint=None
         if chosen is None
         else CheckpointPublic.model_validate(chosen, from_attributes=True).model_copy(
@@ -90,7 +89,13 @@ def _best(session: Session, sweep: Job, trials: list[Job]) -> BestTrial | None:
     )
 
 
-def _public(session: Session, sweep: Job) -> tuple[SweepPublic, list[Job]]:
+def _public(
+    session: Session, sweep: Job, pending: dict[int, str] | None = None
+) -> tuple[SweepPublic, list[Job]]:
+    """The sweep's view and its trials; ``pending``: the reasons of a page's queued sweeps
+    (by default read for this one)."""
+    if pending is None:
+        pending = pending_reasons(session, [sweep])
     trials = list(reads.children(session, sweep.id))
     counts: dict[str, int] = {}
     for trial in trials:
@@ -98,6 +103,8 @@ def _public(session: Session, sweep: Job) -> tuple[SweepPublic, list[Job]]:
     view = SweepPublic(
         id=sweep.id,
         state=sweep.state,
+        terminal=is_terminal(sweep.state),
+        pending_reason=pending.get(sweep.id),
         attempt=sweep.attempt,
         max_attempts=sweep.max_attempts,
         priority=sweep.priority,
@@ -128,22 +135,19 @@ def submit_sweep(
 ) -> SweepDetail:
     """Plan the trials and queue the sweep. The same Idempotency-Key (per user) returns the
     same sweep; 429 when the user already has the maximum of queued jobs and sweeps."""
-    errors = check_limits(body.base, settings, loc=("body", "base"))
+    errors = check_limits(body.base, settings, loc=("body", "base"))  # the base is a JobSpec
     trials, plan_errors = plan(body, settings.max_trials_per_sweep)
     if errors or plan_errors:
         raise RequestValidationError(errors + plan_errors)
-    spec = body.model_dump(
-        mode="json",
-        exclude={"priority": True, "max_attempts": True, "base": {"priority", "max_attempts"}},
-    )
-    cpus, gpus = resource_demand(trials[0]["spec"])
+    cpus, gpus = trials[0].spec.resources.demand
     concurrent = min(body.max_concurrent_trials, len(trials))
+    where = ("body", "base", "resources")
+    refuse_unschedulable(makers, settings, trials[0].spec.resources, where, cpus * concurrent)
     sweep, created = queue.submit(
         makers,
-        spec,
-        kind="sweep",
+        SweepSpec.from_fields(body),
         demand=(cpus * concurrent, gpus * concurrent),
-        trials=[t["spec"] for t in trials],
+        trials=[t.spec for t in trials],
         priority=body.priority,
         idempotency_key=idempotency_key,
         max_attempts=body.max_attempts,
@@ -170,13 +174,17 @@ def list_sweeps(
     rows, total = reads.list_jobs(
         session,
         state=state,
-        kind="sweep",
+        kind=JobKind.SWEEP,
         offset=offset,
         limit=limit,
         user_id=owner_filter(principal),
     )
+    pending = pending_reasons(session, rows)
     return SweepPage(
-        items=[_public(session, s)[0] for s in rows], total=total, offset=offset, limit=limit
+        items=[_public(session, s, pending)[0] for s in rows],
+        total=total,
+        offset=offset,
+        limit=limit,
     )
 
 
@@ -188,6 +196,7 @@ def get_sweep(
 ) -> SweepDetail:
     """The sweep, its trials (params, state, per-epoch metrics) and the best trial so far."""
     view, trials = _public(session, sweep)
+    spec = SweepSpec.model_validate(sweep.spec)
     histories = reads.metrics_histories(session, [t.id for t in trials])
     return SweepDetail(
         **view.model_dump(),
@@ -196,10 +205,11 @@ def get_sweep(
                 id=t.id,
                 index=int(t.trial_key or 0),
                 state=t.state,
+                terminal=is_terminal(t.state),
                 attempt=t.attempt,
                 current_epoch=t.current_epoch,
                 error=t.error,
-                params=_params(sweep, t),
+                params=_params(spec, t),
                 metrics=[
                     {"epoch": m.epoch, **m.metrics}
                     for m in reads.downsample(histories[t.id], max_points)
@@ -214,5 +224,5 @@ def get_sweep(
 def cancel_sweep(sweep: SweepDep, makers: SessionMakerDep) -> CancelResult:
     """queued -> cancelled with its trials; running -> cancelling: its worker stops every
     running trial and ends it cancelled."""
-    state = queue.cancel(makers, sweep.id)
-    return CancelResult(id=sweep.id, state=state or sweep.state)
+    state = queue.cancel(makers, sweep.id) or JobState(sweep.state)
+    return CancelResult(id=sweep.id, state=state, terminal=is_terminal(state))

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from recu_cli.local_service import local_service
-from recu_db import queue, trials
+from recu_db import cluster, queue, trials
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.migrate import upgrade
 from recu_db.states import JobState
@@ -110,6 +110,7 @@ def service(tmp_path_factory):
             "sweep": sweep["id"],
             "queued": queued["id"],
             "running": running_job["id"],
+            "db": db,
         }
     engine.dispose()
 
@@ -295,3 +296,45 @@ def test_pages_send_a_content_security_policy(service):
     assert page.status_code == 200
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_stopped_trial_page_stops_polling_and_a_queued_job_says_why(page, service):
+    """The pages decide by the API's ``terminal``: an ASHA-stopped trial's page is drawn
+    and then polls no more (a copied list of terminal states without ``stopped`` polled it
+    forever). A queued job shows why it has not started, in the list and on its page."""
+    http, api, db = service["http"], service["service"].api, service["db"]
+    one = {"tau.tau_s": {"kind": "grid", "values": [0.9]}}
+    body = {"base": SPEC, "space": one, "search": "grid", "priority": 10}
+    sweep = http.post("/sweeps", json=body).json()
+    lease = queue.claim(db, "test", lease_s=120)
+    assert lease.job_id == sweep["id"]
+    trial = trials.start_trial(db, lease, "0")
+    figures = {"train_loss": 1.0, "test_loss": 1.1, "train_acc": 0.5, "test_acc": 0.4}
+    queue.record_epoch(db, trial, 1, {**figures, "tau": 0.9, "lr": 0.1, "best_test_acc": 0.4})
+    assert trials.end_trial(db, lease, "0", JobState.STOPPED, "stopped early by ASHA")
+    queue.finish(db, lease, JobState.SUCCEEDED)
+    page.goto(f"{api}/ui/jobs/{trial.job_id}")
+    page.wait_for_selector("body[data-loaded='stopped']")
+    polls: list[str] = []
+    page.on(
+        "request",
+        lambda r: polls.append(r.url) if r.url.endswith(f"/jobs/{trial.job_id}") else None,
+    )
+    page.wait_for_timeout(4500)  # more than two polling periods (2 s)
+    assert polls == []
+
+    cluster.publish(db, "dashboard-test", [{"CPU": 2.0, "GPU": 0.0}], {"CPU": 2.0, "GPU": 0.0})
+    try:
+        gpu = http.post("/jobs", json={**SPEC, "resources": {"use_gpu": True}}).json()["id"]
+        reason = http.get(f"/jobs/{gpu}").json()["pending_reason"]
+        assert reason.startswith("unschedulable: needs 1 worker x {CPU: 1, GPU: 1}")
+        page.goto(f"{api}/ui/jobs")
+        note = page.locator(f"tr[data-job='{gpu}'] .pending.unschedulable")
+        sync_api.expect(note).to_have_text(reason)
+        page.goto(f"{api}/ui/jobs/{gpu}")
+        page.wait_for_selector("body[data-loaded='queued']")
+        assert page.inner_text(f"#summary [data-pending='{gpu}']") == reason
+        _shot(page, "job-unschedulable")
+        http.post(f"/jobs/{gpu}/cancel")
+    finally:
+        cluster.withdraw(db, "dashboard-test")

@@ -30,6 +30,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
 ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
+# the Ray tests share one test process (`--dist loadgroup`, tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
 
 from recu_cli.local_service import free_port, process, wait_ready  # noqa: E402
 from recu_db import queue, reads  # noqa: E402
@@ -37,7 +39,7 @@ from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmake
 from recu_db.migrate import upgrade  # noqa: E402
 from recu_db.models import Job  # noqa: E402
 from recu_db.states import TERMINAL  # noqa: E402
-from service.schemas import JobCreate  # noqa: E402
+from recu_core.jobspec import JobSpec  # noqa: E402
 
 T = TypeVar("T")
 
@@ -56,10 +58,8 @@ WORKER_MAIN = (  # `python -m workers`, with the lease and name this test gives 
 )
 
 
-def _spec(**overrides: Any) -> dict[str, Any]:
-    return JobCreate.model_validate({**TINY, **overrides}).model_dump(
-        mode="json", exclude={"priority", "max_attempts"}
-    )
+def _spec(**overrides: Any) -> JobSpec:
+    return JobSpec.model_validate({**TINY, **overrides})
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -9,6 +9,8 @@ import time
 import pytest
 
 ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
+# the Ray tests share one test process (`--dist loadgroup`, tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 from recu_core.config import DatasetConfig  # noqa: E402

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
+# the Ray tests share one test process (`--dist loadgroup`, tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
 
 from recu_core.config import DatasetConfig  # noqa: E402
 from recu_core.data import load_dataset  # noqa: E402
@@ -14,7 +16,7 @@ from recu_core.train import evaluate_accuracy, load_trained_model  # noqa: E402
 from recu_db import queue, reads, results  # noqa: E402
 from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker  # noqa: E402
 from recu_db.migrate import upgrade  # noqa: E402
-from service.schemas import JobCreate  # noqa: E402
+from recu_core.jobspec import JobSpec  # noqa: E402
 from workers.loop import WorkerSettings, serve  # noqa: E402
 
 SMALL = {
@@ -27,9 +29,7 @@ SMALL = {
 
 
 def _spec(**overrides):
-    return JobCreate.model_validate({**SMALL, **overrides}).model_dump(
-        mode="json", exclude={"priority", "max_attempts"}
-    )
+    return JobSpec.model_validate({**SMALL, **overrides})
 
 
 def test_cancel_of_a_running_job_ends_cancelled_and_frees_ray(tmp_path, local_ray):
@@ -125,19 +125,3 @@ def _check_the_ddp_job(read, job_id, tmp_path):
     )
     assert accuracy == pytest.approx(history[-1].metrics["test_acc"], abs=1e-9)
 
-
-def test_worker_settings_come_from_the_environment_and_are_checked(monkeypatch):
-    monkeypatch.setenv("RECU_WORKER_LEASE_S", "7.5")
-    monkeypatch.setenv("RECU_WORKER_POLL_S", "0.25")
-    monkeypatch.setenv("RECU_WORKER_MAX_FAILURES", "3")
-    monkeypatch.setenv("RECU_WORKER_CONCURRENCY", "2")
-    settings = WorkerSettings()
-    assert (settings.lease_s, settings.poll_s, settings.max_failures) == (7.5, 0.25, 3)
-    assert settings.concurrency == 2
-    monkeypatch.setenv("RECU_WORKER_LEASE_S", "0")
-    with pytest.raises(ValueError, match="lease_s and poll_s must be positive"):
-        WorkerSettings()
-    monkeypatch.setenv("RECU_WORKER_LEASE_S", "60")
-    monkeypatch.setenv("RECU_WORKER_MAX_FAILURES", "-1")
-    with pytest.raises(ValueError, match="max_failures must be at least 0"):
-        WorkerSettings()

@@ -58,7 +58,13 @@ def test_submit_then_get_and_list(client):
             "resources.gpus_per_worker",
             "at most 1",
         ),
-        ({"resources": {"gpus_per_worker": 1}}, "resources.use_gpu", "needs use_gpu=true"),
+        ({"resources": {"gpus_per_worker": 1}}, "resources", "needs use_gpu=true"),
+        ({"dataset": {"name": "imagefolder"}}, "dataset", "dataset.root is required"),
+        (
+            {"dataset": {"name": "imagefolder", "root": "x", "loader": "streaming"}},
+            "dataset",
+            "image_size is required",
+        ),
     ],
 )
 def test_invalid_jobs_are_422_naming_the_field_and_nothing_is_created(
@@ -67,6 +73,22 @@ def test_invalid_jobs_are_422_naming_the_field_and_nothing_is_created(
     errors = _errors(client.post("/jobs", json={**JOB, **patch}))
     assert any(k.startswith(field) and fragment in v for k, v in errors.items()), errors
     assert client.get("/jobs").json()["total"] == 0
+
+
+def test_a_dataset_root_missing_from_the_data_directory_is_422_at_submit(database_url, tmp_path):
+    """Where the API sees the workers' data directory, a root that is not in it fails at
+    submit (naming the field), not minutes later on a worker; an existing one is accepted."""
+    (tmp_path / "present" / "train").mkdir(parents=True)
+    settings = ServiceSettings(database_url=database_url, data_dir=tmp_path)
+    with api_client(settings) as client:
+        spec = {**JOB, "dataset": {"name": "imagefolder", "root": "absent"}}
+        errors = _errors(client.post("/jobs", json=spec))
+        assert "does not exist in the data directory" in errors["dataset.root"], errors
+        sweep = {"base": spec, "space": {"seed": {"kind": "grid", "values": [0, 1]}}}
+        assert "does not exist" in _errors(client.post("/sweeps", json=sweep))["base.dataset.root"]
+        assert client.get("/jobs").json()["total"] == 0
+        spec["dataset"]["root"] = "present"
+        assert client.post("/jobs", json=spec).status_code == 201
 
 
 def test_idempotency_key_returns_the_same_job(client):

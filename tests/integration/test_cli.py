@@ -6,7 +6,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from recu_core.cli import app
+from recu_cli.main import app
 
 runner = CliRunner()
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from recu_core.jobspec import JobSpec, Resources
 from recu_db import queue
 from recu_db.migrate import is_current
 from recu_db.models import EpochMetric, Job, JobEvent
@@ -35,10 +36,10 @@ def test_migrations_are_current(engine):
 
 
 def test_claim_order_and_full_lifecycle(db):
-    low, _ = queue.submit(db, {"n": 1}, priority=0, now=T0)
-    high, _ = queue.submit(db, {"n": 2}, priority=5, now=T0)
+    low, _ = queue.submit(db, JobSpec(seed=1), priority=0, now=T0)
+    high, _ = queue.submit(db, JobSpec(seed=2), priority=5, now=T0)
     lease = queue.claim(db, "w1", lease_s=LEASE, now=T0)
-    assert (lease.job_id, lease.attempt, lease.spec) == (high.id, 1, {"n": 2})
+    assert (lease.job_id, lease.attempt, lease.spec) == (high.id, 1, JobSpec(seed=2))
     assert queue.record_epoch(db, lease, 1, {"test_acc": 0.5}, now=T0)
     assert queue.finish(db, lease, JobState.SUCCEEDED, now=T0)
     job = _job(db, high.id)
@@ -53,7 +54,7 @@ def test_claim_order_and_full_lifecycle(db):
 
 
 def test_stale_worker_cannot_write_after_reclaim(db):
-    job, _ = queue.submit(db, {}, now=T0)
+    job, _ = queue.submit(db, JobSpec(), now=T0)
     stale = queue.claim(db, "dead", lease_s=LEASE, now=T0)
     assert queue.reap(db, now=T0 + timedelta(seconds=LEASE + 1)) == [(job.id, JobState.QUEUED)]
     fresh = queue.claim(db, "alive", lease_s=LEASE, now=T0 + timedelta(seconds=40))
@@ -71,7 +72,7 @@ def test_stale_worker_cannot_write_after_reclaim(db):
 
 
 def test_metrics_are_idempotent_per_epoch(db):
-    queue.submit(db, {}, now=T0)
+    queue.submit(db, JobSpec(), now=T0)
     lease = queue.claim(db, "w", lease_s=LEASE, now=T0)
     assert queue.record_epoch(db, lease, 1, {"loss": 2.0})
     assert queue.record_epoch(db, lease, 1, {"loss": 1.5})
@@ -81,7 +82,7 @@ def test_metrics_are_idempotent_per_epoch(db):
 
 
 def test_reaper_keeps_live_leases_and_respects_max_attempts(db):
-    job, _ = queue.submit(db, {}, max_attempts=2, now=T0)
+    job, _ = queue.submit(db, JobSpec(), max_attempts=2, now=T0)
     lease = queue.claim(db, "w", lease_s=LEASE, now=T0)
     for i in range(1, 5):  # a long job renewing its lease outlives several lease periods
         now = T0 + timedelta(seconds=i * 20)
@@ -97,12 +98,12 @@ def test_reaper_keeps_live_leases_and_respects_max_attempts(db):
 
 
 def test_cancel_queued_running_twice_and_finished(db):
-    queued, _ = queue.submit(db, {}, now=T0)
+    queued, _ = queue.submit(db, JobSpec(), now=T0)
     assert queue.cancel(db, queued.id) == JobState.CANCELLED
     assert queue.cancel(db, queued.id) == JobState.CANCELLED  # twice: unchanged
     assert queue.claim(db, "w", lease_s=LEASE) is None
 
-    running, _ = queue.submit(db, {}, now=T0)
+    running, _ = queue.submit(db, JobSpec(), now=T0)
     lease = queue.claim(db, "w", lease_s=LEASE, now=T0)
     assert queue.cancel(db, running.id) == JobState.CANCELLING
     assert queue.heartbeat(db, lease, lease_s=LEASE, now=T0) == JobState.CANCELLING
@@ -120,7 +121,7 @@ def test_idempotent_submit_under_20_concurrent_requests(db):
 
     def submit(i):
         user = alice if i < 20 else bob
-        job, created = queue.submit(db, {"x": 1}, idempotency_key="same-key", user_id=user)
+        job, created = queue.submit(db, JobSpec(), idempotency_key="same-key", user_id=user)
         return job.id, created
 
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -132,7 +133,7 @@ def test_idempotent_submit_under_20_concurrent_requests(db):
     with db.begin() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 2
     with pytest.raises(ValueError, match="needs an owner"):
-        queue.submit(db, {"x": 1}, idempotency_key="k")
+        queue.submit(db, JobSpec(), idempotency_key="k")
 
 
 def test_state_machine_rejects_illegal_transitions():
@@ -144,7 +145,9 @@ def test_state_machine_rejects_illegal_transitions():
 
 
 def _resources(num_workers, cpus=1.0, use_gpu=False):
-    return {"resources": {"num_workers": num_workers, "cpus_per_worker": cpus, "use_gpu": use_gpu}}
+    return JobSpec(
+        resources=Resources(num_workers=num_workers, cpus_per_worker=cpus, use_gpu=use_gpu)
+    )
 
 
 def test_claim_takes_only_a_job_that_fits_in_the_free_resources(db):
@@ -235,7 +238,7 @@ def test_the_queue_cap_holds_under_20_concurrent_submits(db):
 
     def submit(_):
         try:
-            queue.submit(db, {"x": 1}, user_id=alice, max_queued=5)
+            queue.submit(db, JobSpec(), user_id=alice, max_queued=5)
         except queue.QueueFullError as err:
             return err.cap
         return None
@@ -244,4 +247,25 @@ def test_the_queue_cap_holds_under_20_concurrent_submits(db):
         outcomes = list(pool.map(submit, range(20)))
     assert outcomes.count(None) == 5
     assert outcomes.count(5) == 15
-    assert queue.submit(db, {"x": 1}, user_id=bob, max_queued=5)[1]
+    assert queue.submit(db, JobSpec(), user_id=bob, max_queued=5)[1]
+
+
+def test_a_claim_parses_the_spec_once_and_fails_a_job_it_cannot_read(db):
+    """The lease carries the typed spec; a stored spec this version cannot read fails the
+    job at its claim, naming the field, instead of reaching a worker."""
+    from sqlalchemy import update
+
+    good, _ = queue.submit(db, JobSpec(epochs=7), now=T0)
+    bad, _ = queue.submit(db, JobSpec(), priority=1, now=T0)
+    with db.begin() as session:
+        session.execute(update(Job).where(Job.id == bad.id).values(spec={"epochs": "many"}))
+    assert queue.claim(db, "w", lease_s=30, now=T0) is None  # the unreadable one, failed
+    with db() as session:
+        row = session.get(Job, bad.id)
+        assert (row.state, row.owner) == (JobState.FAILED, None)
+        assert "epochs" in row.error and "cannot be read" in row.error
+    lease = queue.claim(db, "w", lease_s=30, now=T0)
+    assert lease.job_id == good.id
+    assert isinstance(lease.spec, JobSpec) and lease.job.epochs == 7
+    with pytest.raises(TypeError, match="not a sweep"):
+        _ = lease.sweep

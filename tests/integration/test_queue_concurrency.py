@@ -7,6 +7,7 @@ import multiprocessing as mp
 
 from sqlalchemy import select
 
+from recu_core.jobspec import JobSpec
 from recu_db import queue
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.models import Job, JobEvent
@@ -39,7 +40,7 @@ def _worker(url: str, name: str) -> tuple[list[int], list[str]]:
 def test_many_workers_claim_each_job_exactly_once(database_url, engine):
     db = make_sessionmaker(engine)
     for i in range(JOBS):
-        queue.submit(db, {"i": i})
+        queue.submit(db, JobSpec(seed=i))
     with mp.get_context("spawn").Pool(WORKERS) as pool:
         results = pool.starmap(_worker, [(database_url, f"w{i}") for i in range(WORKERS)])
     claimed = [job_id for done, _ in results for job_id in done]

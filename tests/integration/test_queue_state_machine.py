@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule
 from sqlalchemy import select
 
+from recu_core.jobspec import JobSpec
 from recu_db import queue
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.migrate import upgrade
@@ -52,7 +53,7 @@ class QueueLifecycle(RuleBasedStateMachine):
     @rule()
     def submit(self) -> None:
         job, created = queue.submit(
-            self.db, {"n": len(self.expected)}, max_attempts=MAX_ATTEMPTS, now=self.now
+            self.db, JobSpec(seed=len(self.expected)), max_attempts=MAX_ATTEMPTS, now=self.now
         )
         assert created
         self.expected[job.id] = JobState.QUEUED

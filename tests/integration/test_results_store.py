@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from recu_core.jobspec import JobSpec
 from recu_db import queue, results
 from recu_db.engine import make_sessionmaker
 from recu_db.models import Checkpoint, CheckpointChunk, EpochTelemetry, LogLine
@@ -24,7 +25,7 @@ def db(engine):
 
 @pytest.fixture
 def lease(db):
-    queue.submit(db, {}, now=T0)
+    queue.submit(db, JobSpec(), now=T0)
     return queue.claim(db, "w", lease_s=30, now=T0)
 
 
@@ -90,14 +91,14 @@ def test_a_resumed_job_uses_only_a_checkpoint_that_matches_its_sha256(
     pytest.importorskip("ray", reason="the worker's resume lives in workers/ (ray)")
     from sqlalchemy import update
 
-    from workers.train_loop import _latest_checkpoint
+    from workers.train_loop import latest_checkpoint
 
     older, newer = os.urandom(3000), os.urandom(3000)
     first = results.store_checkpoint(db, lease, 1, {}, io.BytesIO(older), keep=5, now=T0)
     second = results.store_checkpoint(db, lease, 2, {}, io.BytesIO(newer), keep=5, now=T0)
     assert first is not None
     assert second is not None
-    resumed = _latest_checkpoint(database_url, lease.job_id, tmp_path)
+    resumed = latest_checkpoint(db, lease.job_id, tmp_path)
     assert resumed is not None
     assert resumed.read_bytes() == newer
 
@@ -107,7 +108,7 @@ def test_a_resumed_job_uses_only_a_checkpoint_that_matches_its_sha256(
             .where(CheckpointChunk.checkpoint_id == second.id)
             .values(data=b"\x00" + newer[1:])
         )
-    resumed = _latest_checkpoint(database_url, lease.job_id, tmp_path)
+    resumed = latest_checkpoint(db, lease.job_id, tmp_path)
     assert resumed is not None
     assert resumed.read_bytes() == older
 
@@ -117,4 +118,4 @@ def test_a_resumed_job_uses_only_a_checkpoint_that_matches_its_sha256(
             .where(CheckpointChunk.checkpoint_id == first.id)
             .values(data=b"\x00" + older[1:])
         )
-    assert _latest_checkpoint(database_url, lease.job_id, tmp_path) is None
+    assert latest_checkpoint(db, lease.job_id, tmp_path) is None

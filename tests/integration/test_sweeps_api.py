@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from recu_core.sweepspec import SweepSpec
 from recu_db import queue
 from recu_db.queue import Lease
 from recu_db.states import JobState
@@ -206,8 +207,8 @@ def test_best_trial_follows_the_metric_and_mode(client, db):
 def test_a_requeued_sweep_takes_over_its_unfinished_trials_and_fences_the_old_worker(db):
     from datetime import timedelta
 
-    spec = {"space": PAPER, "metric": "test_acc", "mode": "max"}
-    sweep, _ = queue.submit(db, spec, kind="sweep", trials=[BASE, BASE, BASE])
+    spec = SweepSpec.model_validate({"base": BASE, "space": PAPER})
+    sweep, _ = queue.submit(db, spec, trials=[spec.base] * 3)
     dead = queue.claim(db, "dead", lease_s=30)
     done = start_trial(db, dead, "0")
     assert queue.finish(db, done, JobState.SUCCEEDED)

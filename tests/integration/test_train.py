@@ -1,13 +1,15 @@
 """The training function: learning, exact resume, callbacks, no per-step host syncs."""
 
+import itertools
+
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from recu_core.checkpoint import load_checkpoint
 from recu_core.config import DatasetConfig, OptimizerConfig, TrainConfig
 from recu_core.data import load_dataset
 from recu_core.train import evaluate_accuracy, load_trained_model, train
+from tests.helpers import HostSyncs
 
 SMALL = TrainConfig(
     model="resnet20",
@@ -76,22 +78,32 @@ def test_history_callbacks_and_checkpoint_manifest(tmp_path):
     assert accuracy == pytest.approx(result.final["test_acc"], abs=1e-9)
 
 
-class _CountHostSyncs(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.count = 0
+def _host_syncs_per_epoch(num_train: int, epochs: int) -> list[list[str]]:
+    """The host synchronisations of a whole run, split at the end of each epoch (the first
+    span holds the set-up too)."""
+    config = SMALL.model_copy(
+        update={"epochs": epochs, "dataset": SMALL.dataset.model_copy(update={"num_train": num_train})}
+    )
+    dataset = load_dataset(config.dataset)
+    ends: list[int] = []
+    with HostSyncs() as syncs:
+        train(config, dataset=dataset, callbacks=[lambda _: ends.append(len(syncs.seen))])
+    return [syncs.seen[a:b] for a, b in itertools.pairwise([0, *ends])]
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
-
-def test_training_loop_makes_no_scalar_host_syncs():
-    dataset = load_dataset(SMALL.dataset)
-    with _CountHostSyncs() as mode:
-        train(SMALL.model_copy(update={"epochs": 2}), dataset=dataset)
-    assert mode.count == 0
+def test_training_loop_syncs_the_host_once_per_epoch_however_many_steps():
+    """The per-model test's strict detector (tests/helpers.py: scalar reads, data-dependent
+    shapes, host-built tensors, boolean masks, tolist/numpy/cpu) on the whole loop: each
+    epoch after the first makes exactly one host synchronisation, the transfer of its
+    figures, with 2 steps an epoch as with 5, and set-up plus first epoch make the same
+    ones in both runs. A sync in a step, an evaluation batch or a schedule would add one
+    per step."""
+    two_steps, five_steps = _host_syncs_per_epoch(128, 3), _host_syncs_per_epoch(320, 3)
+    for epochs in (two_steps, five_steps):
+        assert len(epochs) == 3
+        assert epochs[1:] == [["Tensor.tolist"], ["Tensor.tolist"]]
+        assert epochs[0][-1] == "Tensor.tolist"  # after the set-up's (BatchNorm's host tensors)
+    assert two_steps[0] == five_steps[0]
 
 
 @pytest.mark.slow

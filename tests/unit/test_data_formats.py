@@ -16,7 +16,7 @@ from PIL import Image
 
 from recu_core.config import DatasetConfig
 from recu_core.data import DatasetError, ImageDataset, load_dataset
-from recu_core.settings import Settings, get_settings
+from recu_core.settings import DataSettings
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2].parent / "shared/data/cifar10-jpeg.tar.gz"
 CIFAR10_NAMES = (
@@ -34,11 +34,11 @@ CIFAR10_NAMES = (
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+def settings(tmp_path: Path) -> DataSettings:
+    return DataSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
 
 
-def load(settings: Settings, **fields: Any) -> ImageDataset:
+def load(settings: DataSettings, **fields: Any) -> ImageDataset:
     return load_dataset(DatasetConfig(**fields), settings=settings)
 
 
@@ -56,24 +56,10 @@ def row_bytes(images: torch.Tensor, labels: torch.Tensor) -> list[bytes]:
     )
 
 
-# --- settings ---------------------------------------------------------------------------
-
-
-def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("RECU_DATA_DIR", raising=False)
-    monkeypatch.delenv("RECU_CACHE_DIR", raising=False)
-    assert get_settings().data_dir == Path("var/data")
-    assert get_settings().cache_dir == Path("var/cache")
-    monkeypatch.setenv("RECU_DATA_DIR", str(tmp_path / "d"))
-    monkeypatch.setenv("RECU_CACHE_DIR", str(tmp_path / "c"))
-    assert get_settings().data_dir == tmp_path / "d"
-    assert get_settings().cache_dir == tmp_path / "c"
-
-
 # --- digits -----------------------------------------------------------------------------
 
 
-def test_digits_shapes_and_types(settings: Settings) -> None:
+def test_digits_shapes_and_types(settings: DataSettings) -> None:
     ds = load(settings, name="digits")
     assert ds.train_images.shape == (1437, 1, 8, 8)
     assert ds.test_images.shape == (360, 1, 8, 8)
@@ -85,7 +71,7 @@ def test_digits_shapes_and_types(settings: Settings) -> None:
     assert (ds.crop_padding, ds.flip) == (0, False)
 
 
-def test_digits_pixels_are_the_scaled_sklearn_digits(settings: Settings) -> None:
+def test_digits_pixels_are_the_scaled_sklearn_digits(settings: DataSettings) -> None:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -98,7 +84,7 @@ def test_digits_pixels_are_the_scaled_sklearn_digits(settings: Settings) -> None
     assert got == row_bytes(torch.from_numpy(expected), torch.from_numpy(bunch.target))
 
 
-def test_digits_split_is_stratified_and_deterministic(settings: Settings) -> None:
+def test_digits_split_is_stratified_and_deterministic(settings: DataSettings) -> None:
     a, b = load(settings, name="digits"), load(settings, name="digits")
     assert_same(a, b)
     train_counts = torch.bincount(a.train_labels, minlength=10)
@@ -107,14 +93,14 @@ def test_digits_split_is_stratified_and_deterministic(settings: Settings) -> Non
     assert torch.all((fraction - 0.2).abs() < 0.01), fraction
 
 
-def test_mean_and_std_come_from_the_train_images(settings: Settings) -> None:
+def test_mean_and_std_come_from_the_train_images(settings: DataSettings) -> None:
     ds = load(settings, name="digits")
     x = ds.train_images.double() / 255
     assert ds.mean == pytest.approx([x.mean().item()], abs=1e-12)
     assert ds.std == pytest.approx([x.std(unbiased=False).item()], abs=1e-12)
 
 
-def test_subset_is_the_start_of_a_fixed_shuffle(settings: Settings) -> None:
+def test_subset_is_the_start_of_a_fixed_shuffle(settings: DataSettings) -> None:
     full = load(settings, name="digits")
     small = load(settings, name="digits", num_train=100, num_test=30)
     again = load(settings, name="digits", num_train=100, num_test=30)
@@ -133,7 +119,7 @@ def test_subset_is_the_start_of_a_fixed_shuffle(settings: Settings) -> None:
     assert small.mean != full.mean
 
 
-def test_augmentation_defaults_can_be_overridden(settings: Settings) -> None:
+def test_augmentation_defaults_can_be_overridden(settings: DataSettings) -> None:
     ds = load(settings, name="digits", crop_padding=0, flip=True)
     assert (ds.crop_padding, ds.flip) == (0, True)
     ds = load(settings, name="synthetic", num_train=8, num_test=8, crop_padding=2, flip=False)
@@ -143,7 +129,7 @@ def test_augmentation_defaults_can_be_overridden(settings: Settings) -> None:
 # --- synthetic --------------------------------------------------------------------------
 
 
-def test_synthetic_defaults_and_determinism(settings: Settings) -> None:
+def test_synthetic_defaults_and_determinism(settings: DataSettings) -> None:
     ds = load(settings, name="synthetic")
     assert ds.train_images.shape == (5000, 3, 32, 32)
     assert ds.test_images.shape == (1000, 3, 32, 32)
@@ -221,7 +207,7 @@ def write_cifar100(root: Path, n_train: int = 7, n_test: int = 3) -> None:
     )
 
 
-def test_cifar10_round_trips_pixels_labels_and_classes(settings: Settings) -> None:
+def test_cifar10_round_trips_pixels_labels_and_classes(settings: DataSettings) -> None:
     write_cifar10(settings.data_dir / "cifar-10-batches-py")
     ds = load(settings, name="cifar10")
     assert torch.equal(ds.train_images, torch.from_numpy(cifar_pattern(0, 15)))
@@ -234,7 +220,7 @@ def test_cifar10_round_trips_pixels_labels_and_classes(settings: Settings) -> No
     assert (ds.crop_padding, ds.flip) == (4, True)
 
 
-def test_cifar100_uses_fine_labels(settings: Settings) -> None:
+def test_cifar100_uses_fine_labels(settings: DataSettings) -> None:
     write_cifar100(settings.data_dir / "cifar-100-python")
     ds = load(settings, name="cifar100")
     assert torch.equal(ds.train_images, torch.from_numpy(cifar_pattern(0, 7)))
@@ -244,7 +230,7 @@ def test_cifar100_uses_fine_labels(settings: Settings) -> None:
     assert ds.classes == tuple(f"fine_{k}" for k in range(100))
 
 
-def test_cifar_pickles_written_by_numpy_1_load(settings: Settings) -> None:
+def test_cifar_pickles_written_by_numpy_1_load(settings: DataSettings) -> None:
     root = settings.data_dir / "cifar-10-batches-py"
     write_cifar10(root)
     for path in root.glob("*_batch*"):
@@ -255,7 +241,9 @@ def test_cifar_pickles_written_by_numpy_1_load(settings: Settings) -> None:
     assert torch.equal(ds.train_images, torch.from_numpy(cifar_pattern(0, 15)))
 
 
-def test_cifar_root_is_relative_to_data_dir_or_absolute(settings: Settings, tmp_path: Path) -> None:
+def test_cifar_root_is_relative_to_data_dir_or_absolute(
+    settings: DataSettings, tmp_path: Path
+) -> None:
     write_cifar10(settings.data_dir / "mine")
     relative = load(settings, name="cifar10", root="mine")
     write_cifar10(tmp_path / "elsewhere", per_batch=2)
@@ -292,7 +280,7 @@ class _ExecOnLoad(_MkdirOnLoad):
 
 @pytest.mark.parametrize("payload", [_MkdirOnLoad, _ExecOnLoad])
 def test_cifar_pickle_with_a_forbidden_global_is_refused(
-    settings: Settings, tmp_path: Path, payload: type[_MkdirOnLoad]
+    settings: DataSettings, tmp_path: Path, payload: type[_MkdirOnLoad]
 ) -> None:
     root = settings.data_dir / "cifar-10-batches-py"
     write_cifar10(root)
@@ -314,7 +302,7 @@ def test_cifar_pickle_with_a_forbidden_global_is_refused(
     ],
 )
 def test_malformed_cifar_batch_is_a_dataset_error(
-    settings: Settings, content: object, message: str
+    settings: DataSettings, content: object, message: str
 ) -> None:
     root = settings.data_dir / "cifar-10-batches-py"
     write_cifar10(root)
@@ -324,7 +312,7 @@ def test_malformed_cifar_batch_is_a_dataset_error(
     assert str(root / "data_batch_3") in str(info.value)
 
 
-def test_truncated_cifar_batch_is_a_dataset_error(settings: Settings) -> None:
+def test_truncated_cifar_batch_is_a_dataset_error(settings: DataSettings) -> None:
     root = settings.data_dir / "cifar-10-batches-py"
     write_cifar10(root)
     data = (root / "data_batch_2").read_bytes()
@@ -333,7 +321,7 @@ def test_truncated_cifar_batch_is_a_dataset_error(settings: Settings) -> None:
         load(settings, name="cifar10")
 
 
-def test_missing_cifar_folder_names_the_path_and_the_layout(settings: Settings) -> None:
+def test_missing_cifar_folder_names_the_path_and_the_layout(settings: DataSettings) -> None:
     expected = (settings.data_dir / "cifar-10-batches-py").resolve()
     with pytest.raises(DatasetError) as info:
         load(settings, name="cifar10")
@@ -345,7 +333,7 @@ def test_missing_cifar_folder_names_the_path_and_the_layout(settings: Settings) 
         load(settings, name="cifar100")
 
 
-def test_missing_cifar_file_is_named(settings: Settings) -> None:
+def test_missing_cifar_file_is_named(settings: DataSettings) -> None:
     root = settings.data_dir / "cifar-10-batches-py"
     write_cifar10(root)
     (root / "data_batch_4").unlink()
@@ -409,7 +397,7 @@ def chw(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(stacked).permute(0, 3, 1, 2)
 
 
-def test_imagefolder_png_rgb_round_trips_exactly(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_png_rgb_round_trips_exactly(settings: DataSettings, tmp_path: Path) -> None:
     expected = make_folder(tmp_path / "folder")
     ds = load(settings, name="imagefolder", root=str(tmp_path / "folder"))
     assert ds.classes == ("cat", "dog")
@@ -420,7 +408,7 @@ def test_imagefolder_png_rgb_round_trips_exactly(settings: Settings, tmp_path: P
     assert (ds.in_channels, ds.image_size, ds.crop_padding, ds.flip) == (3, 12, 1, True)
 
 
-def test_imagefolder_val_split_and_jpeg(settings: Settings) -> None:
+def test_imagefolder_val_split_and_jpeg(settings: DataSettings) -> None:
     expected = make_folder(
         settings.data_dir / "jpegs", test_split="val", suffix=".jpg", size=(16, 16)
     )
@@ -431,7 +419,7 @@ def test_imagefolder_val_split_and_jpeg(settings: Settings) -> None:
         assert error <= 4, split  # JPEG is lossy; a wrong channel order would be off by ~100
 
 
-def test_imagefolder_grayscale_gives_one_channel(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_grayscale_gives_one_channel(settings: DataSettings, tmp_path: Path) -> None:
     expected = make_folder(tmp_path / "gray", channels=1)
     ds = load(settings, name="imagefolder", root=str(tmp_path / "gray"))
     assert ds.in_channels == 1
@@ -440,7 +428,7 @@ def test_imagefolder_grayscale_gives_one_channel(settings: Settings, tmp_path: P
     assert len(ds.mean) == len(ds.std) == 1
 
 
-def test_imagefolder_mixed_modes_become_rgb(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_mixed_modes_become_rgb(settings: DataSettings, tmp_path: Path) -> None:
     root = tmp_path / "mixed"
     expected = make_folder(root, channels=1)
     rgb = rng_image(99, (12, 12), 3)
@@ -453,7 +441,7 @@ def test_imagefolder_mixed_modes_become_rgb(settings: Settings, tmp_path: Path) 
 
 
 def test_imagefolder_gray_train_converts_rgb_test_images(
-    settings: Settings, tmp_path: Path
+    settings: DataSettings, tmp_path: Path
 ) -> None:
     root = tmp_path / "gray-train"
     make_folder(root, channels=1)
@@ -465,7 +453,7 @@ def test_imagefolder_gray_train_converts_rgb_test_images(
     assert torch.equal(ds.test_images[0, 0], torch.from_numpy(luma))
 
 
-def test_imagefolder_sixteen_bit_gray_is_rescaled(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_sixteen_bit_gray_is_rescaled(settings: DataSettings, tmp_path: Path) -> None:
     root = tmp_path / "deep"
     make_folder(root, channels=1, size=(2, 2))
     values = np.array([[0, 257 * 100], [65535, 257 * 3]], dtype=np.uint16)
@@ -475,7 +463,7 @@ def test_imagefolder_sixteen_bit_gray_is_rescaled(settings: Settings, tmp_path: 
 
 
 def test_imagefolder_ignores_other_files_and_accepts_any_case(
-    settings: Settings, tmp_path: Path
+    settings: DataSettings, tmp_path: Path
 ) -> None:
     root = tmp_path / "cases"
     make_folder(root, classes=("a",), per_class=1, size=(8, 8))
@@ -489,7 +477,7 @@ def test_imagefolder_ignores_other_files_and_accepts_any_case(
 
 
 def test_imagefolder_sizes_must_match_without_image_size(
-    settings: Settings, tmp_path: Path
+    settings: DataSettings, tmp_path: Path
 ) -> None:
     root = tmp_path / "sizes"
     make_folder(root, size=(12, 12))
@@ -502,13 +490,13 @@ def test_imagefolder_sizes_must_match_without_image_size(
     assert "10x14" in message
 
 
-def test_imagefolder_non_square_needs_image_size(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_non_square_needs_image_size(settings: DataSettings, tmp_path: Path) -> None:
     make_folder(tmp_path / "wide", size=(16, 8))
     with pytest.raises(DatasetError, match="not square"):
         load(settings, name="imagefolder", root=str(tmp_path / "wide"))
 
 
-def test_imagefolder_image_size_resizes_bilinear(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_image_size_resizes_bilinear(settings: DataSettings, tmp_path: Path) -> None:
     root = tmp_path / "resize"
     make_folder(root, size=(20, 20))
     odd = rng_image(5, (30, 18), 3)
@@ -539,7 +527,7 @@ def test_imagefolder_image_size_resizes_bilinear(settings: Settings, tmp_path: P
     ],
 )
 def test_imagefolder_layout_errors_name_the_path(
-    settings: Settings, tmp_path: Path, build: Any, where: str, message: str
+    settings: DataSettings, tmp_path: Path, build: Any, where: str, message: str
 ) -> None:
     root = tmp_path / "layout"
     build(root)
@@ -550,7 +538,7 @@ def test_imagefolder_layout_errors_name_the_path(
     assert "<root>/train/<class>/*.jpg|png and <root>/test|val/<class>/" in text
 
 
-def test_imagefolder_empty_test_split_is_an_error(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_empty_test_split_is_an_error(settings: DataSettings, tmp_path: Path) -> None:
     root = tmp_path / "empty-test"
     make_folder(root)
     for path in (root / "test").rglob("*.png"):
@@ -559,7 +547,9 @@ def test_imagefolder_empty_test_split_is_an_error(settings: Settings, tmp_path: 
         load(settings, name="imagefolder", root=str(root))
 
 
-def test_imagefolder_classes_must_match_between_splits(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_classes_must_match_between_splits(
+    settings: DataSettings, tmp_path: Path
+) -> None:
     root = tmp_path / "classes"
     make_folder(root)
     save(root / "test" / "bird" / "0000.png", rng_image(1, (12, 12), 3))
@@ -567,7 +557,7 @@ def test_imagefolder_classes_must_match_between_splits(settings: Settings, tmp_p
         load(settings, name="imagefolder", root=str(root))
 
 
-def test_imagefolder_unreadable_image_is_named(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_unreadable_image_is_named(settings: DataSettings, tmp_path: Path) -> None:
     root = tmp_path / "broken"
     make_folder(root)
     bad = root / "test" / "dog" / "0001.png"
@@ -576,7 +566,7 @@ def test_imagefolder_unreadable_image_is_named(settings: Settings, tmp_path: Pat
         load(settings, name="imagefolder", root=str(root))
 
 
-def test_imagefolder_requires_a_root(settings: Settings) -> None:
+def test_imagefolder_requires_a_root(settings: DataSettings) -> None:
     with pytest.raises(DatasetError, match=r"dataset\.root is required"):
         load(settings, name="imagefolder")
 
@@ -591,7 +581,7 @@ def scramble_keeping_stat(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def test_imagefolder_second_load_reads_the_cache(settings: Settings, tmp_path: Path) -> None:
+def test_imagefolder_second_load_reads_the_cache(settings: DataSettings, tmp_path: Path) -> None:
     root = tmp_path / "cached"
     make_folder(root)
     first = load(settings, name="imagefolder", root=str(root))
@@ -607,14 +597,14 @@ def test_imagefolder_second_load_reads_the_cache(settings: Settings, tmp_path: P
         load(settings, name="imagefolder", root=str(root))
 
 
-def test_cache_key_includes_image_size(settings: Settings, tmp_path: Path) -> None:
+def test_cache_key_includes_image_size(settings: DataSettings, tmp_path: Path) -> None:
     make_folder(tmp_path / "f", size=(16, 16))
     load(settings, name="imagefolder", root=str(tmp_path / "f"))
     load(settings, name="imagefolder", root=str(tmp_path / "f"), image_size=8)
     assert len(list(settings.cache_dir.glob("imagefolder-*.safetensors"))) == 2
 
 
-def test_cifar_second_load_reads_the_cache(settings: Settings) -> None:
+def test_cifar_second_load_reads_the_cache(settings: DataSettings) -> None:
     root = settings.data_dir / "cifar-10-batches-py"
     write_cifar10(root)
     first = load(settings, name="cifar10")
@@ -624,7 +614,7 @@ def test_cifar_second_load_reads_the_cache(settings: Settings) -> None:
     assert_same(first, load(settings, name="cifar10"))
 
 
-def test_corrupt_cache_is_rebuilt(settings: Settings, tmp_path: Path) -> None:
+def test_corrupt_cache_is_rebuilt(settings: DataSettings, tmp_path: Path) -> None:
     make_folder(tmp_path / "f")
     first = load(settings, name="imagefolder", root=str(tmp_path / "f"))
     (cache_file,) = settings.cache_dir.iterdir()
@@ -660,7 +650,7 @@ def extract_subset(archive: Path, dest: Path, per_class: int) -> None:
 
 
 @pytest.mark.shared_data
-def test_real_cifar10_subset_as_imagefolder(settings: Settings, tmp_path: Path) -> None:
+def test_real_cifar10_subset_as_imagefolder(settings: DataSettings, tmp_path: Path) -> None:
     if not SHARED_ARCHIVE.is_file():
         pytest.skip(f"shared CIFAR-10 archive not found at {SHARED_ARCHIVE}")
     extract_subset(SHARED_ARCHIVE, tmp_path / "cifar10", per_class=20)

@@ -130,13 +130,11 @@ def _variables_read_by_the_code() -> set[str]:
                 names |= set(re.findall(pattern, text))
     for script in (ROOT / "deploy").glob("*.sh"):
         names |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", script.read_text()))
-    # pydantic-settings classes: RECU_ + field name
-    from recu_core.settings import Settings
-    from service.config import ServiceSettings
+    # the settings classes: each field's own variable
+    from recu_core.settings import ALL_SETTINGS, env_name
 
-    for settings in (Settings, ServiceSettings):
-        prefix = settings.model_config.get("env_prefix", "")
-        names |= {f"{prefix}{field}".upper() for field in settings.model_fields}
+    for settings in ALL_SETTINGS:
+        names |= {env_name(settings, field) for field in settings.model_fields}
     return names
 
 

@@ -11,7 +11,8 @@ import pytest
     ("module", "forbidden"),
     [
         ("recu_core.train", ("ray", "fastapi", "sqlalchemy")),
-        ("recu_core.cli", ("ray", "fastapi", "sqlalchemy")),
+        ("recu_core.settings", ("torch", "ray", "fastapi", "sqlalchemy")),
+        ("recu_cli.local", ("ray", "fastapi", "sqlalchemy")),
         ("recu_db.queue", ("torch", "ray")),
         ("recu_db.migrate", ("torch", "ray")),
         ("service.app", ("torch", "ray")),

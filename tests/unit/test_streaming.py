@@ -16,7 +16,7 @@ from recu_core.config import DatasetConfig, TrainConfig
 from recu_core.data import DatasetError, ImageDataset, StreamingDataset, load_dataset, make_loader
 from recu_core.data.base import validation_split
 from recu_core.data.streaming import PathTable, eval_view, random_resized_box
-from recu_core.settings import Settings
+from recu_core.settings import DataSettings
 from recu_core.train import train
 
 CLASSES = ("ant", "bee", "cat")
@@ -44,11 +44,11 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+def env(tmp_path: Path) -> DataSettings:
+    return DataSettings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
 
 
-def streaming(env: Settings, **fields) -> StreamingDataset:
+def streaming(env: DataSettings, **fields) -> StreamingDataset:
     cfg = DatasetConfig(
         name="imagefolder", root="tiny", image_size=16, loader="streaming", **fields
     )

@@ -1,7 +1,6 @@
 // The REST API as the dashboard sees it: same-origin fetches authenticated by the
-// session cookie; a 401 sends the browser to the sign-in page.
-
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+// session cookie; a 401 sends the browser to the sign-in page. Whether a job or sweep has
+// ended is the API's `terminal` field, never a list of states kept here.
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -116,6 +115,13 @@ export function el(tag, attrs = {}, ...children) {
 
 export function badge(state) {
   return el("span", { class: `state state-${state}` }, state);
+}
+
+// Why a queued job or sweep has not started (the API's pending_reason), or null.
+export function pendingNote(item) {
+  if (!item.pending_reason) return null;
+  const blocked = item.pending_reason.startsWith("unschedulable");
+  return el("span", { class: blocked ? "pending unschedulable" : "pending", "data-pending": item.id }, item.pending_reason);
 }
 
 export function fmt(value, digits = 4) {

@@ -1,7 +1,7 @@
 // One job: summary, cancel, training curves, per-layer telemetry, the latent-weight
 // histogram with an epoch slider, checkpoints, events and logs; refreshed every 2 s
-// until the job reaches a terminal state.
-import { api, badge, bytes, clearError, duration, el, fmt, header, poll, TERMINAL, when } from "/ui/static/api.js";
+// until the job reaches a terminal state (the API's `terminal`).
+import { api, badge, bytes, clearError, duration, el, fmt, header, pendingNote, poll, when } from "/ui/static/api.js";
 import { histogram, lineChart } from "/ui/static/charts.js";
 
 // curve points asked of the server, which downsamples evenly (?points=N overrides)
@@ -19,6 +19,7 @@ function summary(job) {
   const latest = job.latest_metrics || {};
   const rows = [
     item("state", badge(job.state)),
+    ...(job.pending_reason ? [item("waiting", pendingNote(job))] : []),
     item("attempt", `${job.attempt} of ${job.max_attempts}`),
     item("epoch", `${job.current_epoch} of ${s.epochs}`),
     item("model", `${s.model}${s.binary ? " (binary)" : " (full precision)"}`),
@@ -178,7 +179,7 @@ async function refresh() {
   clearError();
   state.job = job;
   summary(job);
-  const changed = job.current_epoch !== state.seenEpoch || TERMINAL.has(job.state);
+  const changed = job.current_epoch !== state.seenEpoch || job.terminal;
   if (changed) {
     state.metrics = await api(`/jobs/${jobId}/metrics?max_points=${MAX_POINTS}`);
     curves(state.metrics);
@@ -189,7 +190,7 @@ async function refresh() {
   events(await api(`/jobs/${jobId}/events`));
   await logs();
   document.body.dataset.loaded = job.state; // for tests and scripts: the page has drawn this state
-  return !TERMINAL.has(job.state);
+  return !job.terminal;
 }
 
 if (await header()) {

@@ -1,5 +1,6 @@
-// Jobs list: filter by state and kind, page through, refreshed every 2 s.
-import { badge, duration, el, fmt, when } from "/ui/static/api.js";
+// Jobs list: filter by state and kind, page through, refreshed every 2 s; a queued job
+// says why it has not started.
+import { badge, duration, el, fmt, pendingNote, when } from "/ui/static/api.js";
 import { listing } from "/ui/static/listing.js";
 
 function row(job) {
@@ -8,7 +9,7 @@ function row(job) {
     "tr",
     { "data-job": job.id, "data-state": job.state },
     el("td", {}, el("a", { href: `/ui/jobs/${job.id}` }, `#${job.id}`)),
-    el("td", {}, badge(job.state)),
+    el("td", {}, badge(job.state), pendingNote(job)),
     el("td", {}, `${spec.model}${spec.binary === false ? " (fp)" : ""}`),
     el("td", {}, spec.dataset?.name ?? ""),
     el("td", {}, spec.tau ? `${spec.tau.kind} ${spec.tau.tau_s}→${spec.tau.tau_e}` : ""),

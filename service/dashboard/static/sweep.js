@@ -1,7 +1,7 @@
 // One sweep: summary, best trial and its checkpoint, tau_s x tau_e coloured by the
 // metric (best ringed), every trial's metric curve, the trials table; refreshed every
-// 2 s until the sweep reaches a terminal state.
-import { api, badge, clearError, el, fmt, header, poll, TERMINAL, when } from "/ui/static/api.js";
+// 2 s until the sweep reaches a terminal state (the API's `terminal`).
+import { api, badge, clearError, el, fmt, header, pendingNote, poll, when } from "/ui/static/api.js";
 import { lineChart, scatter } from "/ui/static/charts.js";
 
 const MAX_POINTS = 200;
@@ -34,6 +34,7 @@ function summary(sweep) {
   const best = sweep.best;
   const rows = [
     item("state", badge(sweep.state)),
+    ...(sweep.pending_reason ? [item("waiting", pendingNote(sweep))] : []),
     item("model", `${s.base.model} on ${s.base.dataset.name}, ${s.base.epochs} epochs`),
     item("metric", `${s.metric} (${s.mode})`),
     item("search", `${s.search}, ${s.num_samples} sample(s), ${s.max_concurrent_trials} at once`),
@@ -126,7 +127,7 @@ async function refresh() {
   charts(sweep);
   table(sweep);
   document.body.dataset.loaded = sweep.state;
-  return !TERMINAL.has(sweep.state);
+  return !sweep.terminal;
 }
 
 if (await header()) {

@@ -1,5 +1,6 @@
-// Sweeps list: filter by state, page through, refreshed every 2 s.
-import { badge, el, fmt, when } from "/ui/static/api.js";
+// Sweeps list: filter by state, page through, refreshed every 2 s; a queued sweep says
+// why it has not started.
+import { badge, el, fmt, pendingNote, when } from "/ui/static/api.js";
 import { listing } from "/ui/static/listing.js";
 
 function counts(c) {
@@ -14,7 +15,7 @@ function row(sweep) {
     "tr",
     { "data-sweep": sweep.id, "data-state": sweep.state },
     el("td", {}, el("a", { href: `/ui/sweeps/${sweep.id}` }, `#${sweep.id}`)),
-    el("td", {}, badge(sweep.state)),
+    el("td", {}, badge(sweep.state), pendingNote(sweep)),
     el("td", {}, base.model),
     el("td", {}, base.dataset?.name ?? ""),
     el("td", {}, counts(sweep.trial_counts)),

@@ -1,0 +1,86 @@
+"""The job contract: what one queued training job is, shared by every layer.
+
+A ``JobSpec`` is a ``TrainConfig`` (the run) plus how the queue runs it: the cluster
+resources of its Ray Train workers and its checkpoint policy. The API validates a POST
+body into it, the queue stores it as JSON and parses it back once per claim, the workers
+read its typed fields. Importing this module does not import torch.
+
+Demand of one Ray Train worker: ``cpus_per_worker`` CPUs and, with ``use_gpu``,
+max(1, gpus_per_worker) GPUs; the job reserves ``num_workers`` times that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recu_core.config import TrainConfig
+
+
+class Resources(BaseModel):
+    """What the job's Ray Train workers reserve on the cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    num_workers: int = Field(1, ge=1, le=1024, description="DDP workers (Ray Train).")
+    use_gpu: bool = False
+    gpus_per_worker: int = Field(
+        0, ge=0, le=16, description="GPUs per worker with use_gpu (0 means 1)."
+    )
+    cpus_per_worker: float = Field(1.0, gt=0, le=256)
+
+    @model_validator(mode="after")
+    def _gpus_need_use_gpu(self) -> Self:
+        if self.gpus_per_worker and not self.use_gpu:
+            raise ValueError(f"resources.gpus_per_worker={self.gpus_per_worker} needs use_gpu=true")
+        return self
+
+    @property
+    def per_worker(self) -> dict[str, float]:
+        """Ray resources of one worker: {"CPU": c} or {"CPU": c, "GPU": g}."""
+        one = {"CPU": float(self.cpus_per_worker)}
+        if self.use_gpu:
+            one["GPU"] = float(max(1, self.gpus_per_worker))
+        return one
+
+    @property
+    def demand(self) -> tuple[float, float]:
+        """(cpus, gpus) all the job's workers reserve together."""
+        one = self.per_worker
+        return self.num_workers * one["CPU"], self.num_workers * one.get("GPU", 0.0)
+
+
+class CheckpointPolicy(BaseModel):
+    """Which epochs' checkpoints are stored and kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    every_epochs: int = Field(1, ge=1, le=10_000, description="Store a checkpoint every N epochs.")
+    keep: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="Keep the newest K checkpoints, and always the best epoch's (best_epoch).",
+    )
+
+
+class JobSpec(TrainConfig):
+    """One training job: the run (TrainConfig) and how the queue runs it."""
+
+    resources: Resources = Resources()
+    checkpoint: CheckpointPolicy = CheckpointPolicy()
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """The run alone, as ``recu_core.train`` takes it."""
+        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
+
+    @classmethod
+    def from_fields(cls, model: BaseModel) -> JobSpec:
+        """The JobSpec part of a larger model (a request body that adds queue fields)."""
+        return cls.model_validate(model.model_dump(include=set(cls.model_fields)))
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON the queue stores (parsed back with ``JobSpec.model_validate``)."""
+        return self.model_dump(mode="json")
