@@ -71,6 +71,19 @@ class JobSpec(TrainConfig):
     resources: Resources = Resources()
     checkpoint: CheckpointPolicy = CheckpointPolicy()
 
+    @model_validator(mode="after")
+    def _device_follows_resources(self) -> Self:
+        """The queue places a job by its resources: its workers train on a GPU exactly when
+        ``resources.use_gpu``; a ``device`` saying otherwise could never be honoured."""
+        wants_gpu = self.device.startswith("cuda")
+        if self.device != "auto" and (wants_gpu != self.resources.use_gpu or self.device == "mps"):
+            raise ValueError(
+                f"device {self.device!r} contradicts resources.use_gpu={self.resources.use_gpu}: "
+                "a job's workers train on their reserved GPU when use_gpu is true, else on CPU; "
+                "leave device 'auto' (or 'cuda' with use_gpu, 'cpu' without)"
+            )
+        return self
+
     @property
     def train_config(self) -> TrainConfig:
         """The run alone, as ``recu_core.train`` takes it."""

@@ -110,3 +110,24 @@ def test_terminal_states_are_defined_once_and_include_stopped():
     assert {s for s in JobState if is_terminal(s)} == set(TERMINAL)
     assert is_terminal("stopped") and is_terminal(JobState.CANCELLED)
     assert not is_terminal("cancelling") and not is_terminal("queued")
+
+
+@pytest.mark.parametrize(
+    ("device", "use_gpu", "ok"),
+    [
+        ("auto", False, True),
+        ("cpu", False, True),
+        ("cuda", True, True),
+        ("cuda:1", True, True),
+        ("cuda", False, False),
+        ("cpu", True, False),
+        ("mps", False, False),
+    ],
+)
+def test_a_device_the_job_could_not_get_is_refused(device, use_gpu, ok):
+    spec = {"device": device, "resources": {"use_gpu": use_gpu}}
+    if ok:
+        assert JobSpec.model_validate(spec).device == device
+    else:
+        with pytest.raises(ValidationError, match="contradicts resources.use_gpu"):
+            JobSpec.model_validate(spec)
