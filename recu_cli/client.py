@@ -26,7 +26,7 @@ from recu_core.settings import ClientSettings, env_name
 console = Console()
 ApiOption = Annotated[
     str | None,
-    typer.Option("--api", help="Service URL [env RECU_API_URL, default http://127.0.0.1:8000]."),
+    typer.Option("--api", help="Service URL (env RECU_API_URL, default http://127.0.0.1:8000)."),
 ]
 #: What POST /jobs and POST /sweeps take beside the spec: the queue's own fields.
 QUEUE_FIELDS = ("priority", "max_attempts")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+from typer.core import TyperGroup
 from typer.main import get_command
 
 from recu_cli import client, local, processes, sweep_client
@@ -45,7 +45,7 @@ def run(command: str, prog_name: str) -> None:
     """Run one command of the app as a program of its own (``python -m workers`` is
     ``recu worker``), with the process's arguments."""
     group = get_command(app)
-    if not isinstance(group, click.Group):  # an app of several commands is a group
+    if not isinstance(group, TyperGroup):  # an app of several commands is a group
         raise TypeError(f"the recu app is a {type(group).__name__}, not a group of commands")
     group.commands[command].main(args=sys.argv[1:], prog_name=prog_name)
 

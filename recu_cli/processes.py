@@ -22,11 +22,11 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Server processes [env RECU_API_WORKERS, default 1]."),
+        typer.Option(min=1, help="Server processes (env RECU_API_WORKERS, default 1)."),
     ] = None,
     access_log: Annotated[
         bool | None,
-        typer.Option(help="One log line per request [env RECU_API_ACCESS_LOG, default on]."),
+        typer.Option(help="One log line per request (env RECU_API_ACCESS_LOG, default on)."),
     ] = None,
 ) -> None:
     """Serve the REST API and the dashboard (uvicorn; RECU_DATABASE_URL, default a SQLite
@@ -50,8 +50,8 @@ def worker(
         int | None,
         typer.Option(
             min=1,
-            help="Jobs run at once at most, as resources allow [env RECU_WORKER_CONCURRENCY, "
-            "default 1].",
+            help="Jobs run at once at most, as resources allow (env RECU_WORKER_CONCURRENCY, "
+            "default 1).",
         ),
     ] = None,
 ) -> None:

@@ -22,7 +22,7 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="The service's database [env RECU_DATABASE_URL, default the embedded SQLite file].",
+        help="The service's database (env RECU_DATABASE_URL, default the embedded SQLite file).",
     ),
 ]
 

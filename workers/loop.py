@@ -27,8 +27,8 @@ from recu_db.retry import is_transient, retry_transient
 from recu_db.states import JobKind, JobState
 from workers import cluster_view
 from workers.capacity import Capacity
-from workers.sweep import run_sweep
 from workers.stops import JobStoppedError
+from workers.sweep import run_sweep
 from workers.trainer import TrainingCodeError, run_job
 
 log = logging.getLogger("recu.worker")
@@ -145,7 +145,7 @@ def serve(
     if not ray.is_initialized():
         ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False)
     stopping = stopping or threading.Event()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, **settings.pool())
     db = make_sessionmaker(engine)
     capacity = Capacity()
     publisher = threading.Thread(  # what the cluster has, for the API's pending reasons

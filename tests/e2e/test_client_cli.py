@@ -68,6 +68,49 @@ def test_submit_list_status_logs_cancel_download(server, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_config_and_set_reach_every_field_of_a_stored_job_and_sweep(server, tmp_path):
+    api, _ = server
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"epochs": 3, "checkpoint": {"every_epochs": 3}}))
+    submitted = runner.invoke(
+        app,
+        [
+            *("submit", "--config", str(job_file), "--epochs", "2", "--api", api),
+            *("--set", "resources.num_workers=2", "--set", "resources.cpus_per_worker=0.5"),
+            *("--set", "priority=5", "--set", "max_attempts=1"),
+        ],
+    )
+    assert submitted.exit_code == 0, submitted.output
+    job = json.loads(runner.invoke(app, ["status", "1", "--api", api]).output)
+    assert job["spec"]["resources"]["num_workers"] == 2
+    assert job["spec"]["resources"]["cpus_per_worker"] == 0.5
+    assert (job["spec"]["epochs"], job["spec"]["checkpoint"]["every_epochs"]) == (2, 3)
+    assert (job["priority"], job["max_attempts"]) == (5, 1)
+
+    typo = runner.invoke(app, ["submit", "--set", "resources.num_workerz=2", "--api", api])
+    assert typo.exit_code == 2  # refused before any request
+    assert "unknown field 'resources.num_workerz'; resources has: num_workers," in typo.output
+    refused = runner.invoke(app, ["submit", "--set", "priority=5000", "--api", api])
+    assert refused.exit_code == 2  # the queue's own fields are checked by the API
+    assert "priority" in refused.output
+    assert httpx.get(f"{api}/jobs", headers=auth_headers()).json()["total"] == 1
+
+    swept = runner.invoke(
+        app,
+        [
+            *("sweep", "--epochs", "2", "--api", api),
+            *("--set", 'space.tau.tau_s={"kind": "grid", "values": [0.85, 0.9]}'),
+            *("--set", "base.optimizer.lr=0.05", "--set", "scheduler.grace_period=2"),
+        ],
+    )
+    assert swept.exit_code == 0, swept.output
+    sweep = httpx.get(f"{api}/sweeps/2", headers=auth_headers()).json()
+    assert sweep["spec"]["space"] == {"tau.tau_s": {"kind": "grid", "values": [0.85, 0.9]}}
+    assert sweep["spec"]["base"]["optimizer"]["lr"] == 0.05
+    assert sweep["spec"]["base"]["epochs"] == 2
+    assert sweep["spec"]["scheduler"]["grace_period"] == 2
+
+
 def test_unreachable_service_is_a_clear_error():
     result = runner.invoke(app, ["jobs", "--api", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 1

@@ -6,11 +6,18 @@ through its GCS address, so no test pays for a Ray start. Each test kills someth
 real (a worker process, a Ray Train worker, the API, the PostgreSQL server) and checks
 exact outcomes: states, attempts, the (epoch, attempt) pairs of the metrics history and
 the job's events.
+
+No wait has a deadline fixed by how fast a machine is expected to be. A wait for a job
+fails only when the job made no progress (no new state, attempt or epoch) for START_S
+(tests/helpers.py: the longest a start takes on a loaded machine), so it stretches with
+a slow machine by itself; the one wait for a single epoch with no start in it allows a
+multiple of the slowest epoch this job was measured at.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pwd
 import shutil
@@ -22,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -34,14 +41,13 @@ ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
 pytestmark = pytest.mark.xdist_group("ray")
 
 from recu_cli.local_service import free_port, process, wait_ready  # noqa: E402
+from recu_core.jobspec import JobSpec  # noqa: E402
 from recu_db import queue, reads  # noqa: E402
-from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker  # noqa: E402
-from recu_db.migrate import upgrade  # noqa: E402
+from recu_db.engine import make_read_sessionmaker  # noqa: E402
 from recu_db.models import Job  # noqa: E402
 from recu_db.states import TERMINAL  # noqa: E402
-from recu_core.jobspec import JobSpec  # noqa: E402
-
-T = TypeVar("T")
+from tests.db_fixtures import migrated_database  # noqa: E402
+from tests.helpers import START_S, assert_ray_cpus_released, wait_until  # noqa: E402
 
 TINY: dict[str, Any] = {  # ResNet-20 on 128 digits images: about 0.1 s of compute an epoch
     "dataset": {"name": "digits", "num_train": 128, "num_test": 64},
@@ -70,17 +76,8 @@ def _tail(path: Path, lines: int = 40) -> str:
     )
 
 
-def _wait_for(what: str, check: Callable[[], T], seconds: float, logs: tuple[Path, ...] = ()) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tails = "\n".join(_tail(p) for p in logs)
-            pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}\n{tails}")
-        time.sleep(0.1)
+def _tails(logs: tuple[Path, ...]) -> Callable[[], str]:
+    return lambda: "\n".join(_tail(p) for p in logs)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> Any:
@@ -112,16 +109,6 @@ def _api(
     return args, _env(database_url, workdir), workdir / log
 
 
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[tuple[str, Engine]]:
-    """A migrated SQLite file shared by this test and its worker processes."""
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    yield url, engine
-    engine.dispose()
-
-
 def _job(engine: Engine, job_id: int) -> Job:
     with make_read_sessionmaker(engine)() as session:
         job = session.get(Job, job_id)
@@ -139,6 +126,30 @@ def _events(engine: Engine, job_id: int) -> list[tuple[str | None, str, int, str
         return [
             (e.from_state, e.to_state, e.attempt, e.reason) for e in reads.events(session, job_id)
         ]
+
+
+def _progress(engine: Engine, job_id: int) -> tuple[str, int, int]:
+    """What changes while a job gets on: its state, attempt and epoch."""
+    row = _job(engine, job_id)
+    return row.state, row.attempt, row.current_epoch
+
+
+# A wait for one more epoch, with no start in it, allows this many times the slowest
+# epoch of the job so far (its recorded_at gaps: training, evaluation and the writes).
+EPOCHS_ALLOWED = 20
+
+
+def _one_epoch_allowance(engine: Engine, job_id: int) -> float:
+    """EPOCHS_ALLOWED times the longest gap between two consecutive epochs of one attempt
+    of the job (at least one second), as recorded; START_S before there is such a gap."""
+    with make_read_sessionmaker(engine)() as session:
+        history = reads.metrics_history(session, job_id)
+    gaps = [
+        (b.recorded_at - a.recorded_at).total_seconds()
+        for a, b in itertools.pairwise(history)
+        if a.attempt == b.attempt
+    ]
+    return EPOCHS_ALLOWED * max(1.0, *gaps) if gaps else START_S
 
 
 def _checkpoints(engine: Engine, job_id: int) -> list[tuple[int, int]]:
@@ -159,30 +170,29 @@ def _train_workers() -> dict[str, tuple[int, str]]:
     }
 
 
-def _assert_ray_released() -> None:
-    """The Ray actors of the jobs (and of killed drivers) are gone, their CPUs free."""
-    _wait_for(
-        "Ray to get its CPUs back",
-        lambda: ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU"),
-        60,
+def _reap_while(
+    db: Any, engine: Engine, job_id: int, until: Callable[[Job], bool], what: str, logs
+) -> Job:
+    """Reap every 0.1 s, asserting each time that nothing is reaped, until ``until(job)``;
+    fail if the job makes no progress for START_S."""
+
+    def reaped_nothing_and_done() -> Job | None:
+        assert queue.reap(db) == [], "a live lease was reaped"
+        row = _job(engine, job_id)
+        return row if until(row) else None
+
+    return wait_until(
+        reaped_nothing_and_done,
+        timeout=START_S,
+        progress=lambda: _progress(engine, job_id),
+        message=what,
+        details=_tails(logs),
     )
 
 
-def _reap_while(
-    db: Any, engine: Engine, job_id: int, until: Callable[[Job], bool], seconds: float, logs
-) -> Job:
-    """Reap every 0.1 s, asserting each time that nothing is reaped, until ``until(job)``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        assert queue.reap(db) == [], "a live lease was reaped"
-        row = _job(engine, job_id)
-        if until(row):
-            return row
-        assert time.monotonic() < deadline, "\n".join(_tail(p) for p in logs)
-        time.sleep(0.1)
-
-
-def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(tmp_path, local_ray, sqlite_db):
+def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(
+    tmp_path, local_ray, sqlite_database
+):
     """Guarantees 3, 1 and 2 on one job (one Ray Train worker, a 3 s lease).
 
     3: worker A's job outlives four lease periods while worker B's idle slot and this test
@@ -194,14 +204,18 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(tmp_path, lo
     worker's ``max_failures``, 1) starts a new worker group, which resumes from the last
     checkpoint under the same lease; meanwhile the lease is still never reaped, and the
     job succeeds on attempt 2."""
-    url, engine = sqlite_db
+    url, engine, db = sqlite_database.url, sqlite_database.engine, sqlite_database.db
     lease_s, epochs, every = 3.0, 16, 2
-    db = make_sessionmaker(engine)
     job, _ = queue.submit(db, _spec(epochs=epochs, checkpoint={"every_epochs": every, "keep": 10}))
     logs = (tmp_path / "worker-a.log", tmp_path / "worker-b.log")
     before = set(_train_workers())
     with _spawn(*_worker(tmp_path, url, "worker-a", lease_s=lease_s)) as a:
-        _wait_for("worker-a's claim", lambda: _job(engine, job.id).owner == "worker-a", 120, logs)
+        wait_until(
+            lambda: _job(engine, job.id).owner == "worker-a",
+            timeout=START_S,  # a process start
+            message="worker-a's claim",
+            details=_tails(logs),
+        )
         claimed = time.monotonic()
         with _spawn(*_worker(tmp_path, url, "worker-b", lease_s=lease_s)):
             # 3: kill A only once it has held the job four lease periods and is past a
@@ -216,14 +230,15 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(tmp_path, lo
                     and row.current_epoch > stored[-1][0]
                 )
 
-            _reap_while(db, engine, job.id, mid_interval, 120, logs)
+            _reap_while(db, engine, job.id, mid_interval, "A mid-interval", logs)
             a.send_signal(signal.SIGKILL)  # 1
             a.wait()
-            _wait_for(
-                "an epoch of attempt 2",
+            wait_until(  # A's lease expiring, B's claim, B's Ray Train group starting
                 lambda: any(attempt == 2 for _, attempt in _history(engine, job.id)),
-                120,
-                logs,
+                timeout=START_S,
+                progress=lambda: _progress(engine, job.id),
+                message="an epoch of attempt 2",
+                details=_tails(logs),
             )
             group = [
                 pid
@@ -233,7 +248,9 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(tmp_path, lo
             assert len(group) == 1, group  # B's; A's died with A
             os.kill(group[0], signal.SIGKILL)  # 2
             assert _job(engine, job.id).current_epoch < epochs, "the job ended before the kill"
-            _reap_while(db, engine, job.id, lambda row: row.state in TERMINAL, 180, logs)
+            _reap_while(  # a new worker group starting, then the remaining epochs
+                db, engine, job.id, lambda row: row.state in TERMINAL, "the job to end", logs
+            )
     row = _job(engine, job.id)
     assert (row.state, row.attempt, row.owner) == ("succeeded", 2, None), row.error
     assert _events(engine, job.id) == [
@@ -257,7 +274,7 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(tmp_path, lo
     assert second[1].startswith(f"epoch {last + 1}/")
     # 2: three Ray Train workers ran the job: A's, B's first and its replacement
     assert len(set(_train_workers()) - before) == 3
-    _assert_ray_released()
+    assert_ray_cpus_released()
 
 
 class PrivatePostgres:
@@ -272,7 +289,7 @@ class PrivatePostgres:
 
     def _run(self, tool: str, *args: str) -> None:
         command = [*self.as_user, str(self.bindir / tool), *args]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        subprocess.run(command, check=True, capture_output=True, timeout=START_S + 60)
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres")
@@ -280,11 +297,13 @@ class PrivatePostgres:
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         log = str(self.root / "server.log")
-        self._run("pg_ctl", "-D", str(self.root / "data"), "-o", options, "-l", log, "-w", "start")
-        _wait_for("PostgreSQL to accept connections", self.accepts, 60)
+        data, wait_s = str(self.root / "data"), str(int(START_S))  # -t: pg_ctl's own wait
+        self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", wait_s, "start")
+        wait_until(self.accepts, timeout=START_S, message="PostgreSQL to accept connections")
 
     def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", mode, "-w", "stop")
+        data, wait_s = str(self.root / "data"), str(int(START_S))
+        self._run("pg_ctl", "-D", data, "-m", mode, "-w", "-t", wait_s, "stop")
 
     def accepts(self) -> bool:
         engine = create_engine(self.url, connect_args={"connect_timeout": 2})
@@ -329,6 +348,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 
 def _get(url: str) -> httpx.Response:
+    # an answer takes milliseconds, a 503 in the outage included; 30 s only a hang exceeds
     return httpx.get(url, timeout=30)
 
 
@@ -354,24 +374,23 @@ def test_database_restart_and_api_restart_mid_job_lose_nothing(
     logs = (worker_log, tmp_path / "api-1.log", tmp_path / "api-2.log")
     before = set(_train_workers())
     with ExitStack() as stack:
-        engine = make_engine(pg.url)
-        stack.callback(engine.dispose)
-        upgrade(engine)
+        engine = stack.enter_context(migrated_database(pg.url)).engine
         # two slots: one runs the job, the other idles and reaps every POLL_S
         worker = stack.enter_context(
             _spawn(*_worker(tmp_path, pg.url, "worker-w", lease_s=lease_s, concurrency=2))
         )
         first_api = stack.enter_context(_spawn(*_api(tmp_path, pg.url, port, "api-1.log")))
-        wait_ready(api, 60)
+        wait_ready(api, START_S)  # a process start
         body = {**TINY, "epochs": epochs, "checkpoint": {"every_epochs": 5, "keep": 1}}
         created = httpx.post(f"{api}/jobs", json=body, timeout=30)
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
-        _wait_for(
-            "the first epoch",
+        wait_until(  # the worker's claim, its Ray Train group starting, an epoch
             lambda: _get(f"{api}/jobs/{job_id}").json()["current_epoch"] >= 1,
-            120,
-            logs,
+            timeout=START_S,
+            progress=lambda: _progress(engine, job_id),
+            message="the first epoch",
+            details=_tails(logs),
         )
 
         # 4. The database server restarts mid-job.
@@ -401,14 +420,14 @@ def test_database_restart_and_api_restart_mid_job_lose_nothing(
         first_api.wait()
         seen = _job(engine, job_id).current_epoch
         assert seen < epochs, "the job ended before the API could be killed"
-        _wait_for(
-            "an epoch recorded while no API runs",
+        wait_until(
             lambda: _job(engine, job_id).current_epoch > seen,
-            60,
-            logs,
+            timeout=_one_epoch_allowance(engine, job_id),
+            message="an epoch recorded while no API runs",
+            details=_tails(logs),
         )
         stack.enter_context(_spawn(*_api(tmp_path, pg.url, port, "api-2.log")))
-        wait_ready(api, 60)
+        wait_ready(api, START_S)
         shown = _get(f"{api}/jobs/{job_id}").json()
         assert shown["state"] in {"running", "succeeded"}
         assert shown["current_epoch"] > seen
@@ -419,11 +438,12 @@ def test_database_restart_and_api_restart_mid_job_lose_nothing(
             (e, 1) for e in range(1, len(history) + 1)
         ]
 
-        _wait_for(
-            "the job to end",
+        wait_until(
             lambda: _get(f"{api}/jobs/{job_id}").json()["state"] in TERMINAL,
-            180,
-            logs,
+            timeout=START_S,
+            progress=lambda: _progress(engine, job_id),
+            message="the job to end",
+            details=_tails(logs),
         )
         assert worker.poll() is None, "the worker process died"
         final = _get(f"{api}/jobs/{job_id}").json()
@@ -442,4 +462,4 @@ def test_database_restart_and_api_restart_mid_job_lose_nothing(
     # no thread of the worker died of the outage, and Ray Train never restarted the group
     assert "Exception in thread" not in worker_log.read_text(), _tail(worker_log, 60)
     assert len(set(_train_workers()) - before) == 1
-    _assert_ray_released()
+    assert_ray_cpus_released()

@@ -12,11 +12,10 @@ pytestmark = pytest.mark.xdist_group("ray")
 
 from recu_core.config import DatasetConfig  # noqa: E402
 from recu_core.data import load_dataset  # noqa: E402
+from recu_core.jobspec import JobSpec  # noqa: E402
 from recu_core.train import evaluate_accuracy, load_trained_model  # noqa: E402
 from recu_db import queue, reads, results  # noqa: E402
-from recu_db.engine import make_engine, make_read_sessionmaker, make_sessionmaker  # noqa: E402
-from recu_db.migrate import upgrade  # noqa: E402
-from recu_core.jobspec import JobSpec  # noqa: E402
+from tests.helpers import START_S, assert_ray_cpus_released, wait_until  # noqa: E402
 from workers.loop import WorkerSettings, serve  # noqa: E402
 
 SMALL = {
@@ -32,52 +31,48 @@ def _spec(**overrides):
     return JobSpec.model_validate({**SMALL, **overrides})
 
 
-def test_cancel_of_a_running_job_ends_cancelled_and_frees_ray(tmp_path, local_ray):
+def test_cancel_of_a_running_job_ends_cancelled_and_frees_ray(tmp_path, local_ray, sqlite_database):
     import threading
-    import time
 
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    db = make_sessionmaker(engine)
+    db, read = sqlite_database.db, sqlite_database.read
     job, _ = queue.submit(db, _spec(epochs=50))
-    settings = WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30)
+    settings = WorkerSettings(
+        database_url=sqlite_database.url, runs_dir=tmp_path / "runs", lease_s=30
+    )
     runner = threading.Thread(target=serve, args=(settings,), kwargs={"exit_when_idle": True})
     runner.start()
-    read = make_read_sessionmaker(engine)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait for the first epoch: the job is really running
+
+    def first_epoch():
         with read() as session:
-            if reads.metrics_history(session, job.id):
-                break
-        time.sleep(0.2)
+            return reads.metrics_history(session, job.id)
+
+    def state():
+        with read() as session:
+            return session.get(type(job), job.id).state
+
+    # the first epoch: the job is really running (a claim, a Ray Train group starting)
+    wait_until(first_epoch, timeout=START_S, progress=state, message="the first epoch")
     assert queue.cancel(db, job.id) == "cancelling"
-    runner.join(timeout=180)
+    runner.join(timeout=START_S)  # the group stopping, the worker noticing it is idle
     assert not runner.is_alive()
     with read() as session:
         row = session.get(type(job), job.id)
         epochs = len(reads.metrics_history(session, job.id))
     assert row.state == "cancelled"
     assert epochs < 50
-    for _ in range(50):  # the trainer's actors release their CPUs
-        if ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU"):
-            break
-        time.sleep(0.2)
-    assert ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU")
-    engine.dispose()
+    assert_ray_cpus_released()  # the trainer's actors release their CPUs
 
 
-def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path, local_ray):
+def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(
+    tmp_path, local_ray, sqlite_database
+):
     """Two 1-CPU jobs run at once on the 2-CPU instance; a 2-CPU job (2 DDP workers on
     Ray Train) waits for both, then trains, checkpoints and evaluates as it reported."""
     from sqlalchemy import select
 
     from recu_db.models import JobEvent
 
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    db = make_sessionmaker(engine)
+    url, db = sqlite_database.url, sqlite_database.db
     one = {"num_workers": 1}
     first, _ = queue.submit(db, _spec(epochs=1, resources=one), priority=1)
     second, _ = queue.submit(db, _spec(epochs=1, resources=one), priority=1)
@@ -89,7 +84,7 @@ def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path,
         exit_when_idle=True,
     )
 
-    read = make_read_sessionmaker(engine)
+    read = sqlite_database.read
     with read() as session:
         states = [session.get(type(first), j.id).state for j in (first, second, wide)]
         events = session.scalars(select(JobEvent).order_by(JobEvent.id)).all()
@@ -101,7 +96,6 @@ def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(tmp_path,
     # ... and the wide one was claimed only once both had released their CPUs
     assert started[wide.id] >= max(ended[first.id], ended[second.id])
     _check_the_ddp_job(read, wide.id, tmp_path)
-    engine.dispose()
 
 
 def _check_the_ddp_job(read, job_id, tmp_path):
@@ -124,4 +118,3 @@ def _check_the_ddp_job(read, job_id, tmp_path):
         model, load_dataset(DatasetConfig(name="digits", num_test=64, num_train=256)), device="cpu"
     )
     assert accuracy == pytest.approx(history[-1].metrics["test_acc"], abs=1e-9)
-

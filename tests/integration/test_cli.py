@@ -77,7 +77,7 @@ def _printed_config(*args: str) -> dict:
 
 def test_set_lays_json_or_string_values_over_the_shortcuts_file_and_recipe(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("epochs: 5\noptimizer:\n  lr: 0.3\n  name: adam\n")
+    config.write_text("epochs: 50\noptimizer:\n  lr: 0.3\n  name: adam\n")
     printed = _printed_config(
         *("--recipe", "cifar10_resnet20", "--config", str(config), "--epochs", "30"),
         *("--set", "epochs=20", "--set", "dataset.name=cifar100", "--set", "device=cuda:1"),

@@ -12,8 +12,6 @@ from recu_cli.main import app
 from recu_core.checkpoint import sha256_file
 from recu_core.export.bnn_file import read_bnn
 from recu_db import queue, results
-from recu_db.engine import make_engine, make_sessionmaker
-from recu_db.migrate import upgrade
 from service.config import ServiceSettings
 from tests.api_client import api_client
 
@@ -41,12 +39,9 @@ def test_cli_export_then_evaluate_the_packed_file_gives_the_float_accuracy(train
     assert "no checkpoint" in missing.output
 
 
-def test_api_export_packs_a_stored_checkpoint_and_refuses_what_is_not_one(trained, tmp_path):
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    db = make_sessionmaker(engine)
-    with api_client(ServiceSettings(database_url=url)) as client:
+def test_api_export_packs_a_stored_checkpoint_and_refuses_what_is_not_one(trained, sqlite_database):
+    db = sqlite_database.db
+    with api_client(ServiceSettings(database_url=sqlite_database.url)) as client:
         client.post("/jobs", json={"epochs": 2})
         lease = queue.claim(db, "w", lease_s=60)
         good = results.store_checkpoint(
@@ -65,4 +60,3 @@ def test_api_export_packs_a_stored_checkpoint_and_refuses_what_is_not_one(traine
         assert refused.status_code == 422
         assert f"cannot export checkpoint {bad.id}" in refused.json()["detail"]
         assert client.get("/checkpoints/999/export").status_code == 404
-    engine.dispose()

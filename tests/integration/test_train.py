@@ -82,7 +82,10 @@ def _host_syncs_per_epoch(num_train: int, epochs: int) -> list[list[str]]:
     """The host synchronisations of a whole run, split at the end of each epoch (the first
     span holds the set-up too)."""
     config = SMALL.model_copy(
-        update={"epochs": epochs, "dataset": SMALL.dataset.model_copy(update={"num_train": num_train})}
+        update={
+            "epochs": epochs,
+            "dataset": SMALL.dataset.model_copy(update={"num_train": num_train}),
+        }
     )
     dataset = load_dataset(config.dataset)
     ends: list[int] = []

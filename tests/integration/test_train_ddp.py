@@ -62,7 +62,9 @@ def test_two_gloo_ranks_train_in_lockstep():
     torch.manual_seed(CONFIG.seed)  # the initial weights both ranks started from
     model = build_model(CONFIG, dataset)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    trained = [name for name, _ in model.named_parameters() if not torch.equal(initial[name], w0[name])]
+    trained = [
+        name for name, _ in model.named_parameters() if not torch.equal(initial[name], w0[name])
+    ]
     assert trained == [name for name, _ in model.named_parameters()]  # every parameter learnt
     # the reported test accuracy is the final model's on the whole test set, evaluated here
     # in one process

@@ -567,7 +567,10 @@ def test_imagefolder_unreadable_image_is_named(settings: DataSettings, tmp_path:
 
 
 def test_imagefolder_requires_a_root(settings: DataSettings) -> None:
-    with pytest.raises(DatasetError, match=r"dataset\.root is required"):
+    """Refused by the config itself (so at submit, by the API), naming the field."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"dataset\.root is required"):
         load(settings, name="imagefolder")
 
 

@@ -156,10 +156,13 @@ def test_auto_streams_only_above_the_memory_limit(env, folder):
 
 
 def test_streaming_needs_an_image_size_and_an_image_folder(env, folder):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="image_size is required with loader 'streaming'"):
+        DatasetConfig(name="imagefolder", root="tiny", loader="streaming")  # at submit
+    unchecked = DatasetConfig.model_construct(name="imagefolder", root="tiny", loader="streaming")
     with pytest.raises(DatasetError, match="image_size is required by the streaming loader"):
-        load_dataset(
-            DatasetConfig(name="imagefolder", root="tiny", loader="streaming"), settings=env
-        )
+        load_dataset(unchecked, settings=env)  # and again by the loader
     with pytest.raises(DatasetError, match="reads image folders only"):
         load_dataset(DatasetConfig(name="digits", loader="streaming"), settings=env)
 
