@@ -114,6 +114,9 @@ class Job(Base):
     current_epoch: Mapped[int] = mapped_column(Integer, default=0)
     cpus: Mapped[float] = mapped_column(Float, default=1.0)
     gpus: Mapped[float] = mapped_column(Float, default=0.0)
+    # one Ray Train worker's share: a claim skips a job no node of the cluster can place
+    worker_cpus: Mapped[float] = mapped_column(Float, default=1.0)
+    worker_gpus: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

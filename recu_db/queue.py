@@ -125,6 +125,7 @@ def submit(
                 return earlier, False  # a retry of an accepted submit is not refused
             job_spec = spec if isinstance(spec, JobSpec) else spec.base
             cpus, gpus = demand or job_spec.resources.demand
+            one = job_spec.resources.per_worker
             job = Job(
                 kind=JobKind.TRAIN if isinstance(spec, JobSpec) else JobKind.SWEEP,
                 user_id=user_id,
@@ -132,6 +133,8 @@ def submit(
                 spec=spec.stored(),
                 cpus=cpus,
                 gpus=gpus,
+                worker_cpus=one["CPU"],
+                worker_gpus=one.get("GPU", 0.0),
                 priority=priority,
                 idempotency_key=idempotency_key,
                 max_attempts=max_attempts,
@@ -193,6 +196,7 @@ _QUEUE_CAP_LOCK = 0x7175  # advisory lock class of the per-owner queue cap ("qu"
 
 def _add_trial(session: Session, sweep: Job, index: int, spec: JobSpec, now: datetime) -> None:
     cpus, gpus = spec.resources.demand
+    one = spec.resources.per_worker
     trial = Job(
         kind=JobKind.TRIAL,
         parent_id=sweep.id,
@@ -205,6 +209,8 @@ def _add_trial(session: Session, sweep: Job, index: int, spec: JobSpec, now: dat
         max_attempts=1,
         cpus=cpus,
         gpus=gpus,
+        worker_cpus=one["CPU"],
+        worker_gpus=one.get("GPU", 0.0),
         current_epoch=0,
         created_at=now,
         updated_at=now,
@@ -220,15 +226,26 @@ def claim(
     *,
     lease_s: float,
     free: tuple[float, float] | None = None,
+    largest_node: tuple[float, float] | None = None,
     now: datetime | None = None,
 ) -> Lease | None:
     """Take the highest-priority, oldest queued job, or None when none is queued.
 
     With ``free = (cpus, gpus)`` only a job that fits in them is taken: a smaller job may
     then start before a larger one of higher priority that does not fit yet (backfill).
+    With ``largest_node = (cpus, gpus)`` (the most any one node has of each) a job one of
+    whose Ray Train workers no node could hold is left queued (its pending_reason says
+    so) instead of being claimed and waiting for a placement that never comes.
     """
     now = now or utcnow()
-    fits = () if free is None else (Job.cpus <= free[0] + 1e-9, Job.gpus <= free[1] + 1e-9)
+    fits: tuple[Any, ...] = ()
+    if free is not None:
+        fits += (Job.cpus <= free[0] + 1e-9, Job.gpus <= free[1] + 1e-9)
+    if largest_node is not None:
+        fits += (
+            Job.worker_cpus <= largest_node[0] + 1e-9,
+            Job.worker_gpus <= largest_node[1] + 1e-9,
+        )
     with db.begin() as session:
         candidate = (
             select(Job.id)

@@ -40,6 +40,7 @@ def is_terminal(state: str) -> bool:
     """True for a final state (nothing changes any more)."""
     return JobState(state) in TERMINAL
 
+
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     JobState.RUNNING: frozenset(

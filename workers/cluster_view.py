@@ -31,6 +31,13 @@ def nodes() -> list[dict[str, float]]:
     ]
 
 
+def largest_node() -> tuple[float, float]:
+    """(cpus, gpus): the most CPUs and the most GPUs any one alive node has (taken per
+    resource, so a worker needing both may still find no single node: Ray then waits)."""
+    alive = nodes() or [{"CPU": 0.0, "GPU": 0.0}]
+    return max(n["CPU"] for n in alive), max(n["GPU"] for n in alive)
+
+
 def publish_until(
     db: Db, name: str, capacity: Capacity, every_s: float, stopping: threading.Event
 ) -> None:

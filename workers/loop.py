@@ -48,7 +48,13 @@ def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event
 def _claim(db: queue.Db, settings: WorkerSettings, capacity: Capacity) -> Lease | None:
     with capacity.lock:
         queue.reap(db)
-        lease = queue.claim(db, settings.name, lease_s=settings.lease_s, free=capacity.free())
+        lease = queue.claim(
+            db,
+            settings.name,
+            lease_s=settings.lease_s,
+            free=capacity.free(),
+            largest_node=cluster_view.largest_node(),
+        )
         if lease is not None:
             capacity.hold(lease.job_id, (lease.cpus, lease.gpus))
         return lease

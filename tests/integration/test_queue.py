@@ -186,6 +186,8 @@ def test_migration_fills_in_the_demand_of_jobs_queued_before_it(engine):
     assert is_current(engine)
     with engine.begin() as connection:
         assert connection.execute(text("SELECT cpus, gpus FROM jobs")).one() == (6.0, 0.0)
+        per_worker = text("SELECT worker_cpus, worker_gpus FROM jobs")
+        assert connection.execute(per_worker).one() == (2.0, 0.0)
 
 
 def test_the_models_match_the_migrations(engine):
@@ -269,3 +271,18 @@ def test_a_claim_parses_the_spec_once_and_fails_a_job_it_cannot_read(db):
     assert isinstance(lease.spec, JobSpec) and lease.job.epochs == 7
     with pytest.raises(TypeError, match="not a sweep"):
         _ = lease.sweep
+
+
+def test_a_claim_skips_a_job_whose_worker_no_node_can_hold(db):
+    """8 CPUs free in all, but no node has more than 4: a job of one 6-CPU worker stays
+    queued (a claim would wait for a placement that never comes); 2 x 3 CPUs is taken."""
+    wide, _ = queue.submit(db, JobSpec(resources=Resources(cpus_per_worker=6.0)), priority=5)
+    split, _ = queue.submit(
+        db, JobSpec(resources=Resources(num_workers=2, cpus_per_worker=3.0)), priority=0
+    )
+    lease = queue.claim(db, "w", lease_s=30, free=(8.0, 0.0), largest_node=(4.0, 0.0))
+    assert lease.job_id == split.id
+    assert queue.claim(db, "w", lease_s=30, free=(8.0, 0.0), largest_node=(4.0, 0.0)) is None
+    assert queue.claim(db, "w", lease_s=30, free=(8.0, 0.0), largest_node=(8.0, 0.0)).job_id == (
+        wide.id
+    )
