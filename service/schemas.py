@@ -27,7 +27,8 @@ class JobPublic(BaseModel):
     pending_reason: str | None = Field(
         None,
         description="Why a queued job has not started: waiting for busy resources, or a "
-        "demand no node of the cluster can ever satisfy (unschedulable).",
+        "demand no node of the cluster can ever satisfy (unschedulable). Given by the GETs; "
+        "the POST answer leaves it null (it reads no cluster state, to keep submits cheap).",
     )
     attempt: int
     max_attempts: int

@@ -54,28 +54,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # they run on one process, in order, so two Ray instances never compete. They go first
     # (the longest unit of work), so the other processes take every other test beside them.
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable
-    result = yield
-    _apply_xdist_groups(config, items)
-    return result
-
-
-def _apply_xdist_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Where pytest-xdist's own grouping did not take, do what it does.
-
-    Under ``--dist loadgroup`` each xdist worker appends ``@<group>`` to the node id of a
-    test marked ``xdist_group`` and the scheduler groups by that suffix. pytest-xdist 3.8
-    writes the suffix to ``item._nodeid``, which pytest 9.2 no longer reads (node ids are
-    structured), so the groups are silently lost (pytest-dev/pytest-xdist#1386, open).
-    This appends the suffix where it is missing; it is a no-op wherever xdist's works,
-    and can go once a fixed pytest-xdist is required.
-    """
-    if not getattr(config.option, "loadgroup", False):  # set on xdist workers under loadgroup
-        return
-    for item in items:
-        names = {
-            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-            for mark in item.iter_markers("xdist_group")
-        }
-        suffix = "@" + "_".join(sorted(names))
-        if names and not item.nodeid.endswith(suffix):
-            item._id = type(item.id).parse(item.nodeid + suffix)  # type: ignore[attr-defined]
+    return (yield)

@@ -104,7 +104,7 @@ class HostSyncs(TorchDispatchMode):
             raise AssertionError(f"host synchronisation: {what}")
         self.seen.append(what)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in SYNCING_OPS:
             self._record(str(func))
         elif func is torch.ops.aten.index.Tensor and any(

@@ -85,8 +85,9 @@ def test_a_cancelled_running_job_ends_cancelled_within_a_step_without_error(serv
 
 def test_a_job_whose_code_raises_is_failed_once_with_its_traceback(service):
     """Training code that raises (here the loader, on a folder whose one image is not a
-    JPEG: `make test` gives the workers an absolute RECU_DATA_DIR; a relative one is not
-    found from a Ray worker's directory, also an error of the job) fails it at its first try: one worker group, no retry of the attempt, the
+    JPEG; `make test` gives the workers an absolute RECU_DATA_DIR, where a relative one is
+    not found from a Ray worker's directory: also an error of the job's) fails it at its
+    first try: one worker group, no retry of the attempt, the
     exception named in the error and its traceback in the logs. (A lost worker is still
     retried: tests/e2e/test_faults.py.)"""
     client, settings, runs = service

@@ -3,7 +3,9 @@ queue worker, ASHA stopping poor trials, histories and checkpoints in the databa
 
 from __future__ import annotations
 
+import shutil
 import threading
+import uuid
 
 import pytest
 
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.xdist_group("ray")
 
 from recu_core.config import DatasetConfig  # noqa: E402
 from recu_core.data import load_dataset  # noqa: E402
+from recu_core.settings import DataSettings  # noqa: E402
 from recu_core.train import evaluate_accuracy, load_trained_model  # noqa: E402
 from service.config import ServiceSettings  # noqa: E402
 from tests.api_client import api_client  # noqa: E402
@@ -177,19 +180,27 @@ def test_a_reclaimed_sweep_runs_only_its_unfinished_trials(service, sqlite_datab
 
 
 def test_failing_trials_are_recorded_with_their_error_and_the_sweep_goes_on(service, local_ray):
-    """Both trials fail (their dataset folder does not exist): the second still runs after
-    the first failed, each records its error and traceback, and the sweep fails saying so."""
+    """Both trials fail (their dataset folder has no classes: it passes the API's check that
+    the root exists, and the loader refuses it): the second still runs after the first
+    failed, each records its error and traceback, and the sweep fails saying so."""
     client, settings = service
-    missing = {"name": "imagefolder", "root": "missing/recu-test-data"}  # under RECU_DATA_DIR
-    body = {"base": {**BASE, "dataset": missing}, "space": PAPER, "num_samples": 2}
-    sweep = client.post("/sweeps", json=body).json()
-    serve(settings, exit_when_idle=True)
+    data_dir = DataSettings().data_dir  # what the API and the workers read (RECU_DATA_DIR)
+    name = f"e2e-no-classes-{uuid.uuid4().hex[:8]}"
+    for split in ("train", "test"):
+        (data_dir / name / split).mkdir(parents=True)
+    try:
+        folder = {"name": "imagefolder", "root": name}
+        body = {"base": {**BASE, "dataset": folder}, "space": PAPER, "num_samples": 2}
+        sweep = client.post("/sweeps", json=body).json()
+        serve(settings, exit_when_idle=True)
+    finally:
+        shutil.rmtree(data_dir / name)
     view = client.get(f"/sweeps/{sweep['id']}").json()
     assert view["state"] == "failed"
     assert "every one of the 2 trials failed" in view["error"]
     for trial in view["trials"]:
         assert trial["state"] == "failed"
-        assert "recu-test-data" in trial["error"]
+        assert name in trial["error"]
         logs = client.get(f"/jobs/{trial['id']}/logs").json()
         assert logs[0]["line"].startswith("Traceback")
     assert_ray_cpus_released()

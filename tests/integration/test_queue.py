@@ -265,10 +265,12 @@ def test_a_claim_parses_the_spec_once_and_fails_a_job_it_cannot_read(db):
     with db() as session:
         row = session.get(Job, bad.id)
         assert (row.state, row.owner) == (JobState.FAILED, None)
-        assert "epochs" in row.error and "cannot be read" in row.error
+        assert "epochs" in row.error
+        assert "cannot be read" in row.error
     lease = queue.claim(db, "w", lease_s=30, now=T0)
     assert lease.job_id == good.id
-    assert isinstance(lease.spec, JobSpec) and lease.job.epochs == 7
+    assert isinstance(lease.spec, JobSpec)
+    assert lease.job.epochs == 7
     with pytest.raises(TypeError, match="not a sweep"):
         _ = lease.sweep
 

@@ -39,7 +39,8 @@ def test_the_stored_job_is_the_body_without_its_queue_fields_and_parses_back_equ
     spec = JobSpec.from_fields(body)
     stored = spec.stored()
     assert QUEUE_FIELDS.isdisjoint(stored)
-    assert stored["epochs"] == 30 and stored["batch_size"] == 256  # explicit over the recipe
+    assert stored["epochs"] == 30
+    assert stored["batch_size"] == 256
     assert stored["resources"]["num_workers"] == 2
     assert parse_spec(JobKind.TRAIN, stored) == spec
     assert spec.train_config == TrainConfig.model_validate(
@@ -93,12 +94,12 @@ def test_resources_give_the_ray_demand_per_worker_and_in_all(resources, per_work
 
 
 def test_gpus_without_use_gpu_is_refused():
-    with pytest.raises(ValidationError, match="needs use_gpu=true"):
+    with pytest.raises(ValidationError, match=r"needs use_gpu=true"):
         Resources(gpus_per_worker=1)
 
 
 def test_imagefolder_needs_its_root_and_streaming_its_image_size():
-    with pytest.raises(ValidationError, match="dataset.root is required"):
+    with pytest.raises(ValidationError, match=r"dataset\.root is required"):
         JobSpec.model_validate({"dataset": {"name": "imagefolder"}})
     with pytest.raises(ValidationError, match="image_size is required"):
         JobSpec.model_validate(
@@ -108,8 +109,10 @@ def test_imagefolder_needs_its_root_and_streaming_its_image_size():
 
 def test_terminal_states_are_defined_once_and_include_stopped():
     assert {s for s in JobState if is_terminal(s)} == set(TERMINAL)
-    assert is_terminal("stopped") and is_terminal(JobState.CANCELLED)
-    assert not is_terminal("cancelling") and not is_terminal("queued")
+    assert is_terminal("stopped")
+    assert is_terminal(JobState.CANCELLED)
+    assert not is_terminal("cancelling")
+    assert not is_terminal("queued")
 
 
 @pytest.mark.parametrize(
@@ -129,5 +132,5 @@ def test_a_device_the_job_could_not_get_is_refused(device, use_gpu, ok):
     if ok:
         assert JobSpec.model_validate(spec).device == device
     else:
-        with pytest.raises(ValidationError, match="contradicts resources.use_gpu"):
+        with pytest.raises(ValidationError, match=r"contradicts resources\.use_gpu"):
             JobSpec.model_validate(spec)
