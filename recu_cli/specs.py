@@ -36,7 +36,7 @@ def load_config(path: Path, option: str = "--config") -> dict[str, Any]:
     except OSError as err:
         raise SpecError(f"{option} {path}: cannot read it ({err.strerror})") from None
     if path.suffix.lower() in YAML_SUFFIXES:
-        import yaml  # PyYAML, installed with Ray
+        import yaml  # PyYAML (a dependency), imported only for YAML files
 
         try:
             data = yaml.safe_load(text)
