@@ -8,11 +8,13 @@ the allowed values.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+import functools
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recu_core.recipes import RECIPES, RecipeName, deep_merge
+from recu_core.text import PathStr
 
 MODEL_NAMES = (
     "resnet20",
@@ -34,8 +36,46 @@ SteName = Literal["identity", "clipped", "approx_sign", "relu", "clipped_relu"]
 ScheduleKind = Literal["exponential", "linear", "constant"]
 
 
+#: One bound of dataset.crop_scale (the order of the two is checked by _crop_scale_ordered).
+CropFraction = Annotated[float, Field(gt=0.0, le=4.0)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    """Every model of the contract: unknown fields refused, no coercion, and no non-finite
+    number in any float field (NaN, Infinity and 1e309, which JSON parsers read as
+    Infinity: no bound compares false on them, and JSON cannot carry them back out)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        return whole_numbers_as_int(cls, data)
+
+
+@functools.cache
+def _int_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` whose type is int (or int | None), bool excluded."""
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if field.annotation is int or field.annotation == int | None
+    )
+
+
+def whole_numbers_as_int(model: type[BaseModel], data: Any) -> Any:
+    """``data`` with a whole float in an int field as that int: JSON has one number type
+    (``3.0`` is ``3``, as JSON Schema's "integer" says; JavaScript cannot tell them apart),
+    while the strict models refuse any other coercion ("3", true, 3.5 stay refused)."""
+    if not isinstance(data, dict):
+        return data
+    ints = _int_fields(model)
+    return {
+        key: int(value)
+        if key in ints and isinstance(value, float) and value.is_integer()
+        else value
+        for key, value in data.items()
+    }
 
 
 class BinaryOptions(_Strict):
@@ -74,10 +114,36 @@ class TauSchedule(_Strict):
 class DatasetConfig(_Strict):
     """Which data to train on. Paths are relative to the data directory setting."""
 
+    # The schema states the rules of _imagefolder_needs_root (JSON Schema's if/then).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"name": {"const": "imagefolder"}}, "required": ["name"]},
+                    "then": {"required": ["root"], "properties": {"root": {"type": "string"}}},
+                },
+                {
+                    "if": {
+                        "properties": {
+                            "name": {"const": "imagefolder"},
+                            "loader": {"const": "streaming"},
+                        },
+                        "required": ["name", "loader"],
+                    },
+                    "then": {
+                        "required": ["image_size"],
+                        "properties": {"image_size": {"type": "integer"}},
+                    },
+                },
+            ]
+        }
+    )
+
     name: DatasetName = "digits"
-    root: str | None = Field(
+    root: PathStr | None = Field(
         None,
-        description="Dataset folder, relative to RECU_DATA_DIR (or absolute). "
+        description="Dataset folder, relative to RECU_DATA_DIR (or absolute); at most 1024 "
+        "characters, no control characters. "
         "Defaults: cifar10 -> cifar-10-batches-py, cifar100 -> cifar-100-python.",
     )
     image_size: int | None = Field(
@@ -109,7 +175,7 @@ class DatasetConfig(_Strict):
         "bounded whatever the dataset size; 'auto' streams when the decoded images would "
         "exceed RECU_MEMORY_LOADER_MAX_BYTES. Other datasets always load into memory.",
     )
-    crop_scale: tuple[float, float] = Field(
+    crop_scale: tuple[CropFraction, CropFraction] = Field(
         (0.08, 1.0),
         strict=False,  # a JSON array is a tuple here
         description="Streaming loader: area range of the random-resized crop, as a fraction "
@@ -145,6 +211,16 @@ class DatasetConfig(_Strict):
 
 class OptimizerConfig(_Strict):
     """The paper's CIFAR recipe by default: SGD momentum 0.9, lr 0.1, wd 5e-4, cosine."""
+
+    # The schema states TrainConfig._warmup_whole_epochs: whole epochs unless 'step'.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"lr_schedule": {"const": "step"}}, "required": ["lr_schedule"]},
+            "else": {
+                "properties": {"warmup_epochs": {"anyOf": [{"type": "null"}, {"multipleOf": 1}]}}
+            },
+        }
+    )
 
     name: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.1, gt=0.0, le=10.0)
@@ -192,7 +268,7 @@ class TrainConfig(_Strict):
         description="'compiled' fuses the binary activation backward with torch.compile "
         "(compiled once, ~7 s; falls back to eager with a warning where no compiler exists).",
     )
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,3})?|mps)$")
 
     @model_validator(mode="before")
     @classmethod

@@ -15,13 +15,23 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recu_core.config import TrainConfig
+from recu_core.config import TrainConfig, _Strict
 
 
-class Resources(BaseModel):
+class Resources(_Strict):
     """What the job's Ray Train workers reserve on the cluster."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
+        # The schema states the cross-field rule: without use_gpu, gpus_per_worker is 0.
+        json_schema_extra={
+            "if": {"not": {"properties": {"use_gpu": {"const": True}}, "required": ["use_gpu"]}},
+            "then": {"properties": {"gpus_per_worker": {"const": 0}}},
+        },
+    )
 
     num_workers: int = Field(1, ge=1, le=1024, description="DDP workers (Ray Train).")
     use_gpu: bool = False
@@ -51,10 +61,10 @@ class Resources(BaseModel):
         return self.num_workers * one["CPU"], self.num_workers * one.get("GPU", 0.0)
 
 
-class CheckpointPolicy(BaseModel):
+class CheckpointPolicy(_Strict):
     """Which epochs' checkpoints are stored and kept."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     every_epochs: int = Field(1, ge=1, le=10_000, description="Store a checkpoint every N epochs.")
     keep: int = Field(
@@ -67,6 +77,34 @@ class CheckpointPolicy(BaseModel):
 
 class JobSpec(TrainConfig):
     """One training job: the run (TrainConfig) and how the queue runs it."""
+
+    # The schema states _device_follows_resources: 'cuda...' needs use_gpu, 'cpu' refuses
+    # it, and 'mps' is no device a queued job can reserve.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"device": {"pattern": "^cuda"}}, "required": ["device"]},
+                    "then": {
+                        "required": ["resources"],
+                        "properties": {
+                            "resources": {
+                                "required": ["use_gpu"],
+                                "properties": {"use_gpu": {"const": True}},
+                            }
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"device": {"const": "cpu"}}, "required": ["device"]},
+                    "then": {
+                        "properties": {"resources": {"properties": {"use_gpu": {"const": False}}}}
+                    },
+                },
+                {"not": {"properties": {"device": {"const": "mps"}}, "required": ["device"]}},
+            ]
+        }
+    )
 
     resources: Resources = Resources()
     checkpoint: CheckpointPolicy = CheckpointPolicy()

@@ -103,6 +103,13 @@ class DatabaseSettings(EnvSettings):
         validation_alias="RECU_DB_MAX_OVERFLOW",
         description="Connections opened beyond the pool in a burst, closed when returned.",
     )
+    db_pool_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        validation_alias="RECU_DB_POOL_TIMEOUT_S",
+        description="Longest wait for a free pooled connection; the API answers 503 with "
+        "Retry-After beyond it (never a wait as long as a client's time-out).",
+    )
 
     def pool(self) -> dict[str, int]:
         """The pool keywords of ``recu_db.engine.make_engine``."""
@@ -172,6 +179,28 @@ class ServiceSettings(DatabaseSettings):
         validation_alias="RECU_API_ACCESS_LOG",
         description="One log line per request (off saves CPU under heavy load).",
     )
+    api_max_in_flight: int | None = Field(
+        None,
+        ge=1,
+        validation_alias="RECU_API_MAX_IN_FLIGHT",
+        description="Requests one API process serves at once (each holds at most one "
+        "database connection and one thread); unset: db_pool_size + db_max_overflow, so "
+        "none waits for a connection (set higher, they may, up to db_pool_timeout_s, then "
+        "503). Beyond it a request waits up to api_admission_wait_s, then gets 503 + "
+        "Retry-After.",
+    )
+    api_admission_wait_s: float = Field(
+        5.0,
+        ge=0,
+        validation_alias="RECU_API_ADMISSION_WAIT_S",
+        description="Longest a request waits (without a thread) for an in-flight slot "
+        "before 503 with Retry-After.",
+    )
+
+    def max_in_flight(self) -> int:
+        """The admission limit; by default one request per pooled connection, so an
+        admitted request never waits for a connection held by another admitted one."""
+        return self.api_max_in_flight or self.db_pool_size + self.db_max_overflow
 
 
 def _worker_name() -> str:

@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recu_core.config import whole_numbers_as_int
 from recu_core.jobspec import JobSpec
+from recu_core.text import SafeStr, Scalar
 
 #: Fields a sweep may search, as dotted paths into the job spec.
 SEARCHABLE = (
@@ -38,17 +40,28 @@ METRICS = get_args(SweepMetric)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """As recu_core.config's: no unknown field, no coercion, no non-finite number."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        return whole_numbers_as_int(cls, data)
 
 
 class Grid(_Strict):
     kind: Literal["grid"]
-    values: list[Any] = Field(min_length=1, max_length=1000)
+    values: list[Scalar] = Field(
+        min_length=1, max_length=1000, description="Booleans, numbers or strings (<= 200)."
+    )
 
 
 class Choice(_Strict):
     kind: Literal["choice"]
-    values: list[Any] = Field(min_length=1, max_length=1000)
+    values: list[Scalar] = Field(
+        min_length=1, max_length=1000, description="Booleans, numbers or strings (<= 200)."
+    )
 
 
 class Uniform(_Strict):
@@ -75,6 +88,66 @@ class LogUniform(Uniform):
 
 Dimension = Annotated[Grid | Choice | Uniform | LogUniform, Field(discriminator="kind")]
 
+_KEEP = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _field_schema(path: str) -> dict[str, Any]:
+    """The JSON schema of the job spec's field at the dotted ``path`` (its type and bounds)."""
+    schema = JobSpec.model_json_schema()
+    node: dict[str, Any] = schema
+    for key in path.split("."):
+        node = node["properties"][key]
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return {k: v for k, v in node.items() if k in _KEEP}
+
+
+def _dimension_schema(path: str) -> dict[str, Any]:
+    """What a dimension over ``path`` may be: values of the field's own type and bounds;
+    a uniform or log-uniform range only over a float field (log-uniform: above 0)."""
+    field = _field_schema(path)
+    options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {
+                "kind": {"const": kind},
+                "values": {"type": "array", "items": field, "minItems": 1, "maxItems": 1000},
+            },
+            "required": ["kind", "values"],
+            "additionalProperties": False,
+        }
+        for kind in ("grid", "choice")
+    ]
+    if field.get("type") == "number":
+        for kind in ("uniform", "loguniform"):
+            bound = dict(field)
+            if kind == "loguniform":  # log-scale: above 0
+                bound["exclusiveMinimum"] = max(bound.get("exclusiveMinimum", 0), 0)
+            options.append(
+                {
+                    "type": "object",
+                    "properties": {"kind": {"const": kind}, "low": bound, "high": bound},
+                    "required": ["kind", "low", "high"],
+                    "additionalProperties": False,
+                }
+            )
+    return {"oneOf": options}
+
+
+def _space_json_schema(schema: dict[str, Any]) -> None:
+    """The schema of ``space`` says per searchable field what the API accepts (a value
+    the field refuses is refused in the sweep: a schema-valid space is accepted, but for
+    the cross-field rules JSON Schema cannot state, e.g. low < high; docs/reliability.md)."""
+    description = schema.get("description")
+    schema.clear()
+    schema.update(
+        type="object",
+        minProperties=1,
+        additionalProperties=False,
+        properties={path: _dimension_schema(path) for path in SEARCHABLE},
+        description=description,
+    )
+
 
 class Scheduler(_Strict):
     kind: Literal["asha", "none"] = Field(
@@ -87,13 +160,29 @@ class Scheduler(_Strict):
 class SweepSpec(_Strict):
     """A sweep: the job every trial starts from, what to search, and how."""
 
+    # The schema states it: search 'grid' enumerates values, so only grid and choice.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"search": {"const": "grid"}}, "required": ["search"]},
+            "then": {
+                "properties": {
+                    "space": {
+                        "patternProperties": {
+                            "": {"properties": {"kind": {"enum": ["grid", "choice"]}}}
+                        }
+                    }
+                }
+            },
+        }
+    )
+
     base: JobSpec = Field(
         description="The job spec of every trial (as for POST /jobs, without its queue fields)."
     )
-    space: dict[str, Dimension] = Field(
+    space: dict[SafeStr, Dimension] = Field(
         min_length=1,
         description=f"Searched fields: {', '.join(SEARCHABLE)}.",
-        json_schema_extra={"propertyNames": {"enum": list(SEARCHABLE)}},
+        json_schema_extra=_space_json_schema,
     )
     num_samples: int = Field(1, ge=1, le=1000, description="Samples per grid point.")
     search: Literal["random", "grid"] = Field(

@@ -13,6 +13,15 @@ serves up to 40 requests at once (its thread pool); with SQLAlchemy's default 5 
 16th concurrent request waits for a connection and the overflow ones are opened and
 closed request after request (a new PostgreSQL backend each time). PostgreSQL's
 max_connections (100 by default) bounds the sum over every API process and worker.
+
+Sizing rule (docs/reliability.md#load): an API request holds at most one connection at
+a time (authentication uses a short session of its own, closed before the handler's),
+and an API process admits at most ``pool_size + max_overflow`` requests at once
+(``ServiceSettings.max_in_flight``; its thread pool is sized to match), so an admitted
+request never waits on another admitted one; then ``api_processes x (pool_size +
+max_overflow) + workers x their pools <= max_connections`` (minus the superuser
+reserve). A checkout waits at most ``pool_timeout`` (``RECU_DB_POOL_TIMEOUT_S``, 5 s):
+past it SQLAlchemy raises its ``TimeoutError``, which the API answers 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -27,16 +36,24 @@ from recu_core.settings import DatabaseSettings
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POOL_SIZE: int = DatabaseSettings.model_fields["db_pool_size"].default
 MAX_OVERFLOW: int = DatabaseSettings.model_fields["db_max_overflow"].default
+POOL_TIMEOUT_S: float = DatabaseSettings.model_fields["db_pool_timeout_s"].default
 
 
 def make_engine(
-    url: str, *, pool_size: int = POOL_SIZE, max_overflow: int = MAX_OVERFLOW, **kwargs: Any
+    url: str,
+    *,
+    pool_size: int = POOL_SIZE,
+    max_overflow: int = MAX_OVERFLOW,
+    pool_timeout: float = POOL_TIMEOUT_S,
+    **kwargs: Any,
 ) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``) with a
-    pool of ``pool_size`` + ``max_overflow`` connections (none for in-memory SQLite, whose
-    pool keeps one connection per thread); ``kwargs`` go to ``create_engine``."""
+    pool of ``pool_size`` + ``max_overflow`` connections and checkouts that wait at most
+    ``pool_timeout`` seconds (none for in-memory SQLite, whose pool keeps one connection
+    per thread); ``kwargs`` go to ``create_engine``."""
     if make_url(url).database not in {None, "", ":memory:"}:
-        kwargs = {"pool_size": pool_size, "max_overflow": max_overflow, **kwargs}
+        pool = {"pool_size": pool_size, "max_overflow": max_overflow}
+        kwargs = {**pool, "pool_timeout": pool_timeout, **kwargs}
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs

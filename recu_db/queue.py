@@ -5,8 +5,9 @@ FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING (on SQLite the lock comes from BEGIN
 IMMEDIATE). Every write after the claim is fenced by (job id, attempt, owner): a worker
 whose lease expired and whose job was re-claimed changes 0 rows, and its write is
 discarded. Leases are renewed by heartbeat; ``reap`` requeues jobs whose lease expired
-(their worker died) until ``max_attempts``, then fails them. Every transition is recorded
-in ``job_events``. ``now`` is a parameter everywhere so tests can drive the clock.
+(their worker died) until ``max_attempts``, then fails them. ``release`` gives a job
+back at once after a transient failure (the same outcome, sooner). Every transition is
+recorded in ``job_events``. ``now`` is a parameter everywhere so tests can drive the clock.
 """
 
 from __future__ import annotations
@@ -92,6 +93,20 @@ class QueueFullError(Exception):
         self.cap = cap
 
 
+class IdempotencyKeyReusedError(Exception):
+    """The owner's idempotency key names an earlier job whose request was another one (a
+    different spec, priority or max_attempts, or a job where this is a sweep)."""
+
+    def __init__(self, key: str, job_id: int) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was used for an earlier request with a different "
+            f"body (job {job_id}); a retry must repeat the same body, a new request needs "
+            "a new key"
+        )
+        self.key = key
+        self.job_id = job_id
+
+
 def submit(
     db: Db,
     spec: JobSpec | SweepSpec,
@@ -109,38 +124,40 @@ def submit(
     ``demand`` is the (cpus, gpus) a claim must find free, by default the spec's
     ``resources`` (a sweep's base: one trial at a time); ``trials`` a sweep's trials, added with it
     (queued, never claimed on their own, keyed "0", "1", ... in plan order).
-    The same idempotency key of the same owner returns the same job, also under concurrent
-    submits (the unique index decides the race). ``max_queued`` caps the owner's queued jobs
-    and sweeps (QueueFullError); the count and the insert are one serialised transaction
-    (BEGIN IMMEDIATE on SQLite, a per-owner advisory lock on PostgreSQL)."""
+    The same idempotency key of the same owner with the same request (kind, stored spec,
+    priority, max_attempts) returns the same job, also under concurrent submits (the
+    unique index decides the race); the key with another request raises
+    IdempotencyKeyReusedError and stores nothing. ``max_queued`` caps the owner's queued
+    jobs and sweeps (QueueFullError); the count and the insert are one serialised
+    transaction (BEGIN IMMEDIATE on SQLite, a per-owner advisory lock on PostgreSQL)."""
     if idempotency_key is not None and user_id is None:
         raise ValueError("an idempotency key needs an owner (user_id): keys are per user")
     now = now or utcnow()
+    job_spec = spec if isinstance(spec, JobSpec) else spec.base
+    cpus, gpus = demand or job_spec.resources.demand
+    one = job_spec.resources.per_worker
+    job = Job(
+        kind=JobKind.TRAIN if isinstance(spec, JobSpec) else JobKind.SWEEP,
+        user_id=user_id,
+        state=JobState.QUEUED,
+        spec=spec.stored(),
+        cpus=cpus,
+        gpus=gpus,
+        worker_cpus=one["CPU"],
+        worker_gpus=one.get("GPU", 0.0),
+        priority=priority,
+        idempotency_key=idempotency_key,
+        max_attempts=max_attempts,
+        created_at=now,
+        updated_at=now,
+    )
     try:
         with db.begin() as session:
             if max_queued is not None and _at_cap(session, user_id, max_queued):
-                earlier = _by_key(session, user_id, idempotency_key)
+                earlier = _by_key(session, job)
                 if earlier is None:
                     raise QueueFullError(max_queued)
                 return earlier, False  # a retry of an accepted submit is not refused
-            job_spec = spec if isinstance(spec, JobSpec) else spec.base
-            cpus, gpus = demand or job_spec.resources.demand
-            one = job_spec.resources.per_worker
-            job = Job(
-                kind=JobKind.TRAIN if isinstance(spec, JobSpec) else JobKind.SWEEP,
-                user_id=user_id,
-                state=JobState.QUEUED,
-                spec=spec.stored(),
-                cpus=cpus,
-                gpus=gpus,
-                worker_cpus=one["CPU"],
-                worker_gpus=one.get("GPU", 0.0),
-                priority=priority,
-                idempotency_key=idempotency_key,
-                max_attempts=max_attempts,
-                created_at=now,
-                updated_at=now,
-            )
             session.add(job)
             session.flush()
             _event(session, job.id, None, JobState.QUEUED, 0, "submitted", now)
@@ -151,17 +168,33 @@ def submit(
         if idempotency_key is None:
             raise
         with db.begin() as session:
-            existing = _by_key(session, user_id, idempotency_key)
+            existing = _by_key(session, job)
         assert existing is not None  # the unique (owner, key) index refused the insert
         return existing, False
 
 
-def _by_key(session: Session, user_id: int | None, idempotency_key: str | None) -> Job | None:
-    if idempotency_key is None:
+def _by_key(session: Session, request: Job) -> Job | None:
+    """The owner's earlier job under the idempotency key of ``request`` (a Job not yet
+    stored), None without a key or an earlier job; IdempotencyKeyReusedError when that
+    job was submitted with another request: compared exactly as stored (the spec's
+    JSON, after defaults, so bodies that differ only by spelt-out defaults are the same)."""
+    key = request.idempotency_key
+    if key is None:
         return None
-    return session.scalars(
-        select(Job).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key)
+    earlier = session.scalars(
+        select(Job).where(Job.user_id == request.user_id, Job.idempotency_key == key)
     ).one_or_none()
+    if earlier is None:
+        return None
+    same = (earlier.kind, earlier.spec, earlier.priority, earlier.max_attempts) == (
+        request.kind,
+        request.spec,
+        request.priority,
+        request.max_attempts,
+    )
+    if not same:
+        raise IdempotencyKeyReusedError(key, earlier.id)
+    return earlier
 
 
 def _at_cap(session: Session, user_id: int | None, cap: int) -> bool:
@@ -406,6 +439,38 @@ def finish(
         job.updated_at = now
         _event(session, job.id, current, target, job.attempt, reason or target.value, now)
     return True
+
+
+def release(db: Db, lease: Lease, reason: str, *, now: datetime | None = None) -> JobState | None:
+    """Give a claimed job back after a transient failure that is not the job's (the
+    database was out of reach): what ``reap`` does once the lease lapses, without waiting
+    for it. While attempts remain the job is requeued (the next claim counts the next
+    attempt and resumes from the newest checkpoint); on its last attempt it fails with
+    the reason; a job being cancelled ends cancelled. Fenced: returns the new state, or
+    None (nothing written) when the lease is no longer ours."""
+    now = now or utcnow()
+    with db.begin() as session:
+        job = session.scalars(select(Job).where(*fence(lease)).with_for_update()).first()
+        if job is None:
+            return None
+        current = JobState(job.state)
+        if current == JobState.CANCELLING:
+            target, why = JobState.CANCELLED, f"{reason}; released while cancelling"
+        elif job.attempt < job.max_attempts:
+            target, why = JobState.QUEUED, f"{reason}; requeued"
+        else:
+            target = JobState.FAILED
+            why = f"{reason}, on attempt {job.attempt} of {job.max_attempts}"
+            job.error = why
+        check_transition(current, target)
+        job.state = target
+        job.owner = None
+        job.lease_expires_at = None
+        job.updated_at = now
+        _event(session, job.id, current, target, job.attempt, why, now)
+        if target != JobState.QUEUED:  # a requeued sweep's next attempt resumes its trials
+            end_children(session, job.id, target, f"its sweep: {why}", now)
+        return target
 
 
 def cancel(

@@ -5,6 +5,11 @@ worker's write changes nothing. A checkpoint is written in one transaction, chun
 chunk from a stream (never whole in memory), with its size and sha256 computed on the
 way; the keep-K policy deletes the job's older checkpoints in the same transaction, so
 a crash leaves either the old set or the new one, never a half-written checkpoint.
+
+A checkpoint is read back whole from one snapshot (``read_checkpoint``: one transaction,
+REPEATABLE READ on PostgreSQL, a WAL read transaction on SQLite), checked against its
+sha256, into a file the caller gives: a prune that commits meanwhile changes nothing the
+reader sees, so the API sends headers only for a body it already holds complete.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -124,8 +129,53 @@ def store_checkpoint(
     return ckpt
 
 
+class CheckpointCorruptError(RuntimeError):
+    """A checkpoint's stored chunks do not add up to its recorded size and sha256."""
+
+
+def read_checkpoint(
+    db: Db, checkpoint_id: int, into: IO[bytes], *, user_id: int | None = None
+) -> Checkpoint | None:
+    """Write the checkpoint's bytes to ``into`` from one consistent snapshot and return its
+    metadata; None (``into`` untouched) when it does not exist, or (``user_id`` given) is
+    not a job of that user's. Memory stays at one chunk; the bytes are checked against the
+    stored size and sha256 (``CheckpointCorruptError`` if they differ: not a race, which
+    the snapshot excludes, but damaged storage)."""
+    with db.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            # both statements below see the same snapshot (READ COMMITTED would give each
+            # its own, and a prune committed between them would leave no chunks)
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        query = select(Checkpoint).where(Checkpoint.id == checkpoint_id)
+        if user_id is not None:
+            query = query.join(Job, Job.id == Checkpoint.job_id).where(Job.user_id == user_id)
+        ckpt = session.scalar(query)
+        if ckpt is None:
+            return None
+        chunks = session.execute(
+            select(CheckpointChunk.data)
+            .where(CheckpointChunk.checkpoint_id == checkpoint_id)
+            .order_by(CheckpointChunk.seq)
+            .execution_options(yield_per=1)
+        )
+        digest, size = hashlib.sha256(), 0
+        for (data,) in chunks:
+            digest.update(data)
+            size += len(data)
+            into.write(data)
+    if size != ckpt.size or digest.hexdigest() != ckpt.sha256:
+        raise CheckpointCorruptError(
+            f"checkpoint {checkpoint_id}: {size} bytes stored, sha256 {digest.hexdigest()}; "
+            f"recorded {ckpt.size} bytes, sha256 {ckpt.sha256}"
+        )
+    return ckpt
+
+
 def iter_checkpoint_bytes(db: Db, checkpoint_id: int) -> Iterator[bytes]:
-    """The checkpoint's bytes, one chunk per query: memory stays at one chunk."""
+    """The checkpoint's bytes, one chunk per query: memory stays at one chunk. Each chunk
+    is its own transaction, so a prune committed meanwhile ends the iteration early: only
+    for a reader that owns the job's lease (no prune can race it); the API reads with
+    ``read_checkpoint``."""
     seq = 0
     while True:
         with db.begin() as session:

@@ -1,7 +1,10 @@
 """Users and their API tokens.
 
 A token reads ``recu_<key_id>_<secret>``: ``key_id`` (12 hex digits) finds the row, the
-secret (256 random bits) is stored only as its sha256 and compared in constant time. A
+secret (256 random bits, 43 characters of the URL-safe base64 alphabet) is stored only
+as its sha256 and compared in constant time. A string of any other shape (NUL, a lone
+surrogate, anything off that alphabet or those lengths) is refused before any query,
+like an unknown token. A
 fast hash is enough for a random 256-bit secret (there is no dictionary to guess from);
 the token itself is shown once, at creation, and never stored.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +28,12 @@ from recu_db.queue import Db, utcnow
 PREFIX = "recu_"
 ROLES = ("user", "admin")
 _DUMMY_SHA = hashlib.sha256(b"").hexdigest()
+KEY_ID_HEX = 12  # secrets.token_hex(6)
+SECRET_CHARS = 43  # secrets.token_urlsafe(32): 32 bytes, base64url without padding
+TOKEN_SHAPE = re.compile(
+    rf"{PREFIX}(?P<key_id>[0-9a-f]{{{KEY_ID_HEX}}})_(?P<secret>[A-Za-z0-9_-]{{{SECRET_CHARS}}})",
+    re.ASCII,
+)
 
 
 @dataclass(frozen=True)
@@ -122,12 +132,21 @@ def list_tokens(db: Db) -> list[TokenInfo]:
     ]
 
 
+def token_shape(token: object) -> tuple[str, str] | None:
+    """(key_id, secret) of a string shaped exactly like a token; None for anything else.
+    Checked before any query: the key id is then plain ASCII, fit for any database."""
+    shaped = TOKEN_SHAPE.fullmatch(token) if isinstance(token, str) else None
+    return None if shaped is None else (shaped["key_id"], shaped["secret"])
+
+
 def authenticate(session: Session, token: str) -> Principal | None:
     """The principal of a live token; None for anything else (malformed, unknown, revoked).
-    The secret's hash is compared in constant time, also when the key id is unknown."""
-    key_id, _, secret = token.removeprefix(PREFIX).partition("_")
-    if not token.startswith(PREFIX) or not secret:
+    A malformed token never reaches the database; the secret's hash is compared in
+    constant time, also when the key id is unknown."""
+    shape = token_shape(token)
+    if shape is None:
         return None
+    key_id, secret = shape
     row = session.execute(
         select(ApiToken.secret_sha256, User.id, User.name, User.role)
         .join(User, ApiToken.user_id == User.id)

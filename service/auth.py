@@ -1,9 +1,15 @@
 """Bearer-token authentication and ownership.
 
 Every route but the health checks depends on ``service.deps.current_principal``: a request without a
-live token is 401. With ``RECU_AUTH_DISABLED=true`` (development only; the service logs a
-warning at start-up and on every response sets ``X-Recu-Auth: disabled``) every request
-acts as the admin user "local". A job, sweep or checkpoint is visible only to its owner
+live token is 401. A bearer or cookie token of the wrong shape (NUL, a lone surrogate,
+another alphabet or length) is 401 like an unknown one, before any query:
+``recu_db.tokens.authenticate`` checks ``token_shape`` first, for every caller here and
+in the dashboard's routes. The API's description (``/openapi.json``, ``/docs``,
+``/redoc``) is public on purpose: it holds no data (docs/reliability.md, Security).
+
+With ``RECU_AUTH_DISABLED=true`` (development only; the service logs a warning at
+start-up and on every response sets ``X-Recu-Auth: disabled``) every request acts as
+the admin user "local". A job, sweep or checkpoint is visible only to its owner
 and to admins; to anyone else it does not exist (404, never 403: no existence leak).
 
 The web dashboard signs in once (``POST /ui/session``) and then sends the same token in an

@@ -1,4 +1,12 @@
-"""Request dependencies: a session per request and validating lookups (404 in one place)."""
+"""Request dependencies: a session per request and validating lookups (404 in one place).
+
+One database connection per request at a time: the token is looked up on a short session
+of its own, closed (its connection back in the pool) before the handler's session takes
+one, and the handler's session is closed when the handler returns, before the response
+is sent (``scope="function"``), so a slow client never holds a connection. With the
+admission limit (``service.app.AdmissionLimit``, at most pool + overflow requests at
+once) an admitted request never waits for a connection another admitted one holds.
+"""
 
 from __future__ import annotations
 
@@ -30,22 +38,25 @@ def get_settings(request: Request) -> ServiceSettings:
 def get_session(
     makers: Annotated[sessionmaker[Session], Depends(get_read_sessionmaker)],
 ) -> Iterator[Session]:
-    """A read-only session per request (on SQLite it never takes the write lock); every
-    write goes through a ``recu_db`` function in a short transaction of its own."""
+    """A read-only session per request (on SQLite it never takes the write lock), closed
+    when the handler returns; every write goes through a ``recu_db`` function in a short
+    transaction of its own."""
     with makers() as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    session: SessionDep,
+    makers: Annotated[sessionmaker[Session], Depends(get_read_sessionmaker)],
 ) -> Principal:
-    """The caller, its token looked up on the request's own read session."""
-    return principal_for(request, credentials, session)
+    """The caller, its token looked up on a short read session of its own: closed before
+    the handler's session takes a connection (a request never holds two)."""
+    with makers() as session:
+        return principal_for(request, credentials, session)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

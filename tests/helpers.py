@@ -1,14 +1,27 @@
 """Helpers the tests share: waiting for a condition, the waits' allowances, and the
-host-synchronisation detector. (Database set-up: tests/db_fixtures.py.)"""
+host-synchronisation detector, and a private PostgreSQL server to stop and start (the
+``private_postgres`` fixture, of tests/e2e). (Database set-up: tests/db_fixtures.py.)"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import torch
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from recu_cli.local_service import free_port
 
 T = TypeVar("T")
 
@@ -71,6 +84,76 @@ def assert_ray_cpus_released(timeout: float = 120.0) -> None:
         message="Ray to get its CPUs back",
         details=lambda: f"available {ray.available_resources()}, total {ray.cluster_resources()}",
     )
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL server of the test's own (initdb in a temporary folder, a
+    free port): stopping it disturbs nothing else that uses the machine's server."""
+
+    def __init__(self, bindir: Path, root: Path) -> None:
+        self.bindir, self.root, self.port = bindir, root, free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        # the server refuses to run as root: as root, run its tools as the postgres user
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [*self.as_user, str(self.bindir / tool), *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=START_S + 60)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.root / "server.log")
+        data, wait_s = str(self.root / "data"), str(int(START_S))  # -t: pg_ctl's own wait
+        self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", wait_s, "start")
+        wait_until(self.accepts, timeout=START_S, message="PostgreSQL to accept connections")
+
+    def stop(self, mode: str = "fast") -> None:
+        data, wait_s = str(self.root / "data"), str(int(START_S))
+        self._run("pg_ctl", "-D", data, "-m", mode, "-w", "-t", wait_s, "stop")
+
+    def accepts(self) -> bool:
+        engine = create_engine(self.url, connect_args={"connect_timeout": 2})
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("select 1"))
+            return True
+        except OperationalError:
+            return False
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running PostgreSQL server to stop and start at will; skips, saying why, where
+    the server's binaries are not installed."""
+    initdb = shutil.which("initdb") or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)), None
+    )
+    if initdb is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root with no postgres user to run a PostgreSQL server as")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start a PostgreSQL server")
+    root = Path(tempfile.mkdtemp(prefix="recu-faults-pg-"))  # pytest's tmp is 0700 root
+    if os.geteuid() == 0:
+        shutil.chown(root, user="postgres")
+    server = PrivatePostgres(Path(initdb).parent, root)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # Ops that make the host wait for the device on a GPU: reading a scalar (.item(), bool(t),

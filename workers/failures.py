@@ -6,7 +6,9 @@ own and decides here instead: the run is retried (from the newest stored checkpo
 when a worker was lost (its process or node died, a collective broke with it); an error
 raised by the training code fails the job at once, with its traceback; a stop on request
 (cancel, lease lost) ends it without an error. A database outage longer than the writes'
-retries counts as a lost worker.
+retries counts as a lost worker: a fresh worker group waits out the rest of it under
+the same lease. A run that still ends on the outage (``is_outage``) is no failure of the
+job: the worker loop gives the job back to the queue (``queue.release``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,29 @@ def cause_of(error: BaseException) -> Cause:
     if any(lost) or all(collateral):
         return Cause.INFRASTRUCTURE
     return Cause.USER
+
+
+class DatabaseOutageError(RuntimeError):
+    """A run (a sweep, a trial) ended on a database outage it could not wait out."""
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether a run ended because the database was out of reach (and for nothing else):
+    a transient DBAPIError or a DatabaseOutageError, raised by the driver or by the
+    training function on every rank that raised (the other ranks lost or broken with
+    it)."""
+    if _database_unreachable(error) or isinstance(error, DatabaseOutageError):
+        return True
+    if not isinstance(error, WorkerGroupError):
+        return False
+    raised = [raised_by_code(e) for e in error.worker_failures.values()]
+    collateral = [
+        e is not None and any(t.__name__ in _COLLATERAL for t in type(e).__mro__) for e in raised
+    ]
+    unreachable = [e is not None and _database_unreachable(e) for e in raised]
+    return any(unreachable) and all(
+        u or c or e is None for u, c, e in zip(unreachable, collateral, raised, strict=True)
+    )
 
 
 def describe(error: BaseException) -> tuple[str, str]:

@@ -5,8 +5,9 @@ claims the next queued job that fits in what the cluster has free (see ``Capacit
 it with Ray Train and records its end. A heartbeat thread renews a job's lease every
 lease/3 seconds while it runs; the reaper runs before each claim, so a job whose worker
 died is requeued (or failed after its attempts) by whichever worker looks next.
-A database outage stops no thread: a missed beat is tried again at the next one, an idle
-slot polls on, and a job's end is retried for as long as its lease lasts.
+A database outage stops no thread and fails no job: a missed beat is tried again every
+half second, an idle slot polls on, a job's end is retried for as long as its lease
+lasts, and a run that ends on the outage gives its job back to the queue.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from recu_db.retry import is_transient, retry_transient
 from recu_db.states import JobKind, JobState
 from workers import cluster_view
 from workers.capacity import Capacity
+from workers.failures import is_outage
 from workers.stops import JobStoppedError
 from workers.sweep import run_sweep
 from workers.trainer import TrainingCodeError, run_job
@@ -34,15 +36,38 @@ from workers.trainer import TrainingCodeError, run_job
 log = logging.getLogger("recu.worker")
 
 
+MISSED_BEAT_RETRY_S = 0.5  # after a missed beat: renew as soon as the database is back
+
+
 def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event) -> None:
-    while not stop.wait(lease_s / 3):
+    pause = lease_s / 3
+    while not stop.wait(pause):
         try:
             if queue.heartbeat(db, lease, lease_s=lease_s) is None:
                 return
-        except DBAPIError as err:  # out of reach: the next beat tries again
+            pause = lease_s / 3
+        except DBAPIError as err:  # out of reach: try again soon, the lease is running out
             if not is_transient(err):
                 raise
             log.warning("heartbeat of job %d missed: database unavailable", lease.job_id)
+            pause = min(lease_s / 3, MISSED_BEAT_RETRY_S)
+
+
+def _give_back(db: queue.Db, lease: Lease, lease_s: float, err: BaseException) -> None:
+    """A run ended on a database outage: requeue the job (``queue.release``, retried for
+    up to a lease while the database is away); if it stays away, the lease lapses and
+    the reaper requeues the job once it is back. Either way it costs one attempt, and the
+    next one resumes from the newest checkpoint; the job is never failed for it but on
+    its last attempt."""
+    reason = f"database unavailable ({type(err).__name__})"
+    try:
+        state = retry_transient(lambda: queue.release(db, lease, reason), seconds=lease_s)
+    except DBAPIError as still:
+        if not is_transient(still):
+            raise
+        log.warning("job %d: database still unavailable; its lease lapses", lease.job_id)
+        return
+    log.warning("job %d: %s; now %s", lease.job_id, reason, state or "no longer ours")
 
 
 def _claim(db: queue.Db, settings: WorkerSettings, capacity: Capacity) -> Lease | None:
@@ -73,6 +98,7 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
         beat.start()
         try:
             state, error, lines, reason = JobState.SUCCEEDED, None, list[str](), ""
+            outage: BaseException | None = None
             try:
                 if lease.kind == JobKind.SWEEP:
                     run_sweep(
@@ -96,21 +122,43 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
                 state, error = JobState.FAILED, str(err)
                 lines = err.details.splitlines()
             except Exception as err:  # the job failed: record why, and go on with the next
+                if is_outage(err):  # not the job's failure: it goes back to the queue
+                    outage = err
                 state, error = JobState.FAILED, f"{type(err).__name__}: {err}"
                 lines = "".join(traceback.format_exception(err)).splitlines()
-            # the end is recorded even across a database outage, for as long as the lease lasts
-            if lines:
-                retry_transient(
-                    lambda: results.append_logs(db, lease, lines), seconds=settings.lease_s
-                )
-            retry_transient(
-                lambda: queue.finish(db, lease, state, reason=reason, error=error),
-                seconds=settings.lease_s,
-            )
+            if outage is not None:
+                _give_back(db, lease, settings.lease_s, outage)
+            else:
+                _record_end(db, lease, settings.lease_s, state, reason, error, lines)
         finally:
             stop.set()
             beat.join()
     return True
+
+
+def _record_end(
+    db: queue.Db,
+    lease: Lease,
+    lease_s: float,
+    state: JobState,
+    reason: str,
+    error: str | None,
+    lines: list[str],
+) -> None:
+    """The job's end, retried through a database outage for up to a lease (every write is
+    fenced); an outage longer than that leaves the job to its lapsing lease: the reaper
+    requeues it, and its next attempt resumes from the newest checkpoint (the last epoch's,
+    for a job that had ended) and records the end."""
+    try:
+        if lines:
+            retry_transient(lambda: results.append_logs(db, lease, lines), seconds=lease_s)
+        retry_transient(
+            lambda: queue.finish(db, lease, state, reason=reason, error=error), seconds=lease_s
+        )
+    except DBAPIError as err:
+        if not is_transient(err):
+            raise
+        log.warning("job %d: its end not recorded, database unavailable", lease.job_id)
 
 
 def _slot(

@@ -7,6 +7,11 @@ worker trains directly inside its Tune actor (no nested trainer to start: second
 per trial); a trial with several builds a ``TorchTrainer`` whose reports reach Tune
 through ``TuneReportCallback`` (the Train-inside-Tune pattern). ASHA stops poor trials by
 the reported ``epoch``; a stopped trial ends ``stopped`` with the epochs it ran.
+
+A database outage fails no trial: each write is retried for up to a lease; a trial that
+still ends on the outage is left open (``TrialOutageError``), and the sweep ends on a
+``SweepOutageError`` that the worker loop answers by giving the sweep back to the queue:
+its next attempt runs the open trials again from their newest checkpoints.
 """
 
 from __future__ import annotations
@@ -21,17 +26,29 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from recu_core.jobspec import JobSpec
 from recu_core.sweepspec import Scheduler
 from recu_db import queue, reads, results
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
+from recu_db.retry import is_transient, retry_transient
 from recu_db.states import TERMINAL, JobState
 from recu_db.trials import end_open_trials, end_trial, start_trial
+from workers.failures import DatabaseOutageError, is_outage
 from workers.stops import JobStoppedError
 from workers.train_loop import run_training
 from workers.trainer import TrainingCodeError, run_job, storage_path
+
+
+class TrialOutageError(DatabaseOutageError):
+    """A trial ended because the database stayed out of reach: not its failure."""
+
+
+class SweepOutageError(DatabaseOutageError):
+    """A sweep ended with trials left open by a database outage (the worker loop gives it
+    back to the queue)."""
 
 
 class _Db:
@@ -70,7 +87,11 @@ class StopWhenSweepEnds(tune.Stopper):
     def stop_all(self) -> bool:
         if not self._stop and time.monotonic() - self._checked >= self.every_s:
             self._checked = time.monotonic()
-            self._stop = queue.state_if_ours(self.db(), self.sweep) != JobState.RUNNING
+            try:
+                self._stop = queue.state_if_ours(self.db(), self.sweep) != JobState.RUNNING
+            except DBAPIError as err:  # out of reach: the fenced writes decide, look again
+                if not is_transient(err):
+                    raise
         return self._stop
 
 
@@ -79,21 +100,34 @@ class RecordTrialEnds(tune.Callback):
     trial function inside its report call), or its actor died. A trial that ended on its
     own is left as it recorded itself."""
 
-    def __init__(self, database_url: str, sweep: Lease) -> None:
-        self.db, self.sweep = _Db(database_url), sweep
+    def __init__(self, database_url: str, sweep: Lease, retry_s: float = 0.0) -> None:
+        self.db, self.sweep, self.retry_s = _Db(database_url), sweep, retry_s
+        self.outage = False  # a trial was left open by a database outage
+
+    def _end(self, key: str, target: JobState | None, reason: str, error: str | None) -> None:
+        try:
+            retry_transient(
+                lambda: end_trial(self.db(), self.sweep, key, target, reason, error=error),
+                seconds=self.retry_s,
+            )
+        except DBAPIError as err:  # the trial stays open: the sweep is given back
+            if not is_transient(err):
+                raise
+            self.outage = True
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         # the scheduler also stops a trial at its last epoch (ASHA's max_t), before the
         # trial function could record it succeeded: end_trial tells the two apart
         epoch = (trial.last_result or {}).get("epoch", 0)
         reason = f"stopped early by the sweep's scheduler after epoch {epoch}"
-        end_trial(self.db(), self.sweep, str(trial.config["trial"]), None, reason)
+        self._end(str(trial.config["trial"]), None, reason, None)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if TrialOutageError.__name__ in str(trial.get_error() or ""):
+            self.outage = True  # left open: the sweep's next attempt runs it again
+            return
         error = f"trial actor failed: {trial.error_file or 'see the Ray logs'}"
-        end_trial(
-            self.db(), self.sweep, str(trial.config["trial"]), JobState.FAILED, error, error=error
-        )
+        self._end(str(trial.config["trial"]), JobState.FAILED, error, error)
 
 
 def run_trial(
@@ -108,7 +142,17 @@ def run_trial(
     sweep_lease = sweep
     handle = _Db(database_url)
     db = handle()
-    lease = start_trial(db, sweep_lease, str(config["trial"]))
+
+    def durable(write: Any) -> Any:  # through a database outage, for up to a lease
+        return retry_transient(write, seconds=lease_s)
+
+    try:
+        lease = durable(lambda: start_trial(db, sweep_lease, str(config["trial"])))
+    except DBAPIError as err:
+        handle.close()
+        if is_transient(err):
+            raise TrialOutageError(f"trial {config['trial']}: database unavailable") from err
+        raise
     if lease is None:  # ended already, or the sweep is no longer ours
         handle.close()
         return
@@ -127,17 +171,20 @@ def run_trial(
                 name=f"sweep-{sweep_lease.job_id}-trial-{config['trial']}-{lease.attempt}",
                 callbacks=[TuneReportCallback()],
             )
-        queue.finish(db, lease, JobState.SUCCEEDED)
+        durable(lambda: queue.finish(db, lease, JobState.SUCCEEDED))
     except JobStoppedError:  # cancelled: ends cancelled, no error (the fence drops the rest)
-        results.append_logs(db, lease, ["stopped on request: the trial was cancelled"])
-        queue.finish(db, lease, JobState.CANCELLED, reason="stopped on request")
-    except Exception as err:  # recorded on the trial; Tune records it too and goes on
-        details = err.details if isinstance(err, TrainingCodeError) else None
-        results.append_logs(
-            db, lease, (details or "".join(traceback.format_exception(err))).splitlines()
+        durable(
+            lambda: results.append_logs(db, lease, ["stopped on request: the trial was cancelled"])
         )
+        durable(lambda: queue.finish(db, lease, JobState.CANCELLED, reason="stopped on request"))
+    except Exception as err:  # recorded on the trial; Tune records it too and goes on
+        if is_outage(err):  # not the trial's failure: left open for the sweep's next attempt
+            raise TrialOutageError(f"trial {config['trial']}: database unavailable") from err
+        details = err.details if isinstance(err, TrainingCodeError) else None
+        text = (details or "".join(traceback.format_exception(err))).splitlines()
+        durable(lambda: results.append_logs(db, lease, text))
         error = str(err) if details else f"{type(err).__name__}: {err}"
-        queue.finish(db, lease, JobState.FAILED, error=error)
+        durable(lambda: queue.finish(db, lease, JobState.FAILED, error=error))
         raise
     finally:
         handle.close()
@@ -196,7 +243,7 @@ def _run_sweep(
             runs_dir=storage_path(runs_dir),
         )
         stopper = StopWhenSweepEnds(database_url, lease)
-        recorder = RecordTrialEnds(database_url, lease)
+        recorder = RecordTrialEnds(database_url, lease, retry_s=lease_s)
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"trial": tune.grid_search(pending)},
@@ -222,6 +269,8 @@ def _run_sweep(
         finally:
             stopper.db.close()
             recorder.db.close()
+        if recorder.outage:  # the open trials must run again, not end with the sweep
+            raise SweepOutageError(f"sweep {lease.job_id}: trials left open by a database outage")
     cancelled = queue.state_if_ours(db, lease) == JobState.CANCELLING
     target = JobState.CANCELLED if cancelled else JobState.STOPPED
     end_open_trials(db, lease, target, "the sweep ended")

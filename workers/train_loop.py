@@ -5,7 +5,9 @@ process group Ray set up), resuming from the job's newest stored checkpoint. Ran
 two things: the ``EpochRecorder`` callback (each epoch's rows, fenced by the lease) and a
 ``StopWatch`` (a cancelled or lost job stops before its next step). The database, not
 Ray's storage, is the source of truth, so a re-claimed job resumes whichever worker
-process runs it. The lease is renewed by the worker loop's heartbeat alone.
+process runs it. The lease is renewed by the worker loop's heartbeat alone. Every
+database read at the start (the job's state, the checkpoint) is retried through an
+outage for up to a lease, as rank 0's writes are.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from recu_core.train import EpochReport, TrainingStoppedError, train
 from recu_db import queue, reads, results
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
+from recu_db.retry import retry_transient
 from recu_db.states import JobState
 from workers.recorder import EpochRecorder
 from workers.stops import JobStoppedError, StopWatch
@@ -110,17 +113,21 @@ def run_training(
     with _database(database_url) as db, contextlib.ExitStack() as stack:
         callbacks: list[Callable[[EpochReport], None]] = [to_ray]
         watch = None
-        if rank == 0:
-            if queue.state_if_ours(db, lease) != JobState.RUNNING:
+        if rank == 0:  # a start in a database outage waits for it as long as a write would
+            state = retry_transient(lambda: queue.state_if_ours(db, lease), seconds=lease_s)
+            if state != JobState.RUNNING:
                 raise JobStoppedError(f"job {lease.job_id} was cancelled or re-claimed")
             callbacks.insert(0, EpochRecorder(db, lease, spec.checkpoint, retry_s=lease_s))
             watch = stack.enter_context(StopWatch(db, lease))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        resume_from = retry_transient(  # each try writes the file afresh
+            lambda: latest_checkpoint(db, lease.job_id, tmp), seconds=lease_s
+        )
         try:
             train(
                 config,
                 callbacks=callbacks,
-                resume_from=latest_checkpoint(db, lease.job_id, tmp),
+                resume_from=resume_from,
                 should_stop=watch.requested if watch else None,
             )
         except TrainingStoppedError as err:

@@ -2,8 +2,11 @@
 
 Ray Train runs with no retries of its own; ``run_job`` decides (``failures.cause_of``):
 a lost worker starts a fresh worker group up to ``max_failures`` times, resuming from the
-newest stored checkpoint; an error of the training code fails the job at once; a stop on
-request ends it. The worker group is torn down (its resources freed) in every case.
+newest stored checkpoint (a database outage that outlasted rank 0's retries counts as
+one: the fresh group waits for the database at its start, under the same lease); an error
+of the training code fails the job at once; a stop on request ends it. A run that ends
+on an outage raises it, and the worker loop gives the job back to the queue. The worker
+group is torn down (its resources freed) in every case.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
 from recu_db.queue import Lease
-from workers.failures import Cause, cause_of, describe, failure_summary
+from workers.failures import Cause, cause_of, describe, failure_summary, is_outage
 from workers.stops import JobStoppedError
 from workers.train_loop import RankJob, train_loop_per_worker
 
@@ -93,10 +96,11 @@ def run_job(
                 message, details = describe(err)
                 raise TrainingCodeError(message, details) from err
             if restart == max_failures:
-                raise
+                raise  # an outage (failures.is_outage) is given back to the queue
             log.warning(
-                "job %d: a worker was lost (%s); restart %d of %d from the newest checkpoint",
+                "job %d: %s (%s); restart %d of %d from the newest checkpoint",
                 lease.job_id,
+                "the database was out of reach" if is_outage(err) else "a worker was lost",
                 failure_summary(err),
                 restart + 1,
                 max_failures,

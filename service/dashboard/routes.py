@@ -85,12 +85,15 @@ def login_page() -> HTMLResponse:
 
 class SignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    token: str = Field(min_length=1, max_length=200, description="An API token.")
+    # Any string: its shape (``recu_<key id>_<secret>``, fixed lengths, ASCII) is checked
+    # by recu_db.tokens before any query, and anything else is a 401 like a dead token.
+    token: str = Field(description="An API token.")
 
 
 @router.post("/session", status_code=status.HTTP_204_NO_CONTENT)
 def sign_in(body: SignIn, request: Request, session: SessionDep) -> Response:
-    """Check the token and keep it in the session cookie; 401 for a dead token."""
+    """Check the token and keep it in the session cookie; 401 for a dead token and for
+    anything not shaped like a token (NUL, a lone surrogate, another alphabet)."""
     principal = authenticate(session, body.token.strip())
     if principal is None:
         raise HTTPException(status_code=401, detail="invalid or revoked token")

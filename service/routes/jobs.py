@@ -138,7 +138,8 @@ def submit_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
-    """Queue a training job. The same Idempotency-Key (per user) returns the same job (200).
+    """Queue a training job. The same Idempotency-Key (per user) with the same body returns
+    the same job (200); with another body it is 422 naming the key, and nothing is stored.
     429 when the user already has the maximum of queued jobs and sweeps."""
     spec = JobSpec.from_fields(body)
     errors = check_limits(spec, settings)

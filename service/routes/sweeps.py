@@ -133,8 +133,10 @@ def submit_sweep(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> SweepDetail:
-    """Plan the trials and queue the sweep. The same Idempotency-Key (per user) returns the
-    same sweep; 429 when the user already has the maximum of queued jobs and sweeps."""
+    """Plan the trials and queue the sweep. The same Idempotency-Key (per user) with the
+    same body returns the same sweep (200); with another body it is 422 naming the key,
+    and nothing is stored. 429 when the user already has the maximum of queued jobs and
+    sweeps."""
     errors = check_limits(body.base, settings, loc=("body", "base"))  # the base is a JobSpec
     trials, plan_errors = plan(body, settings.max_trials_per_sweep)
     if errors or plan_errors:

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers import private_postgres  # noqa: F401  (a server the test stops and starts)
+
 
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[None]:

@@ -16,25 +16,19 @@ multiple of the slowest epoch this job was measured at.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import pwd
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine
 
 ray = pytest.importorskip("ray", reason="ray is installed by `make install`")
 # the Ray tests share one test process (`--dist loadgroup`, tests/conftest.py)
@@ -282,76 +276,6 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(
     # 2: three Ray Train workers ran the job: A's, B's first and its replacement
     assert len(set(_train_workers()) - before) == 3
     assert_ray_cpus_released()
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL server of the test's own (initdb in a temporary folder, a
-    free port): stopping it disturbs nothing else that uses the machine's server."""
-
-    def __init__(self, bindir: Path, root: Path) -> None:
-        self.bindir, self.root, self.port = bindir, root, free_port()
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-        # the server refuses to run as root: as root, run its tools as the postgres user
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [*self.as_user, str(self.bindir / tool), *args]
-        subprocess.run(command, check=True, capture_output=True, timeout=START_S + 60)
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        log = str(self.root / "server.log")
-        data, wait_s = str(self.root / "data"), str(int(START_S))  # -t: pg_ctl's own wait
-        self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", wait_s, "start")
-        wait_until(self.accepts, timeout=START_S, message="PostgreSQL to accept connections")
-
-    def stop(self, mode: str = "fast") -> None:
-        data, wait_s = str(self.root / "data"), str(int(START_S))
-        self._run("pg_ctl", "-D", data, "-m", mode, "-w", "-t", wait_s, "stop")
-
-    def accepts(self) -> bool:
-        engine = create_engine(self.url, connect_args={"connect_timeout": 2})
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("select 1"))
-            return True
-        except OperationalError:
-            return False
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A running PostgreSQL server to stop and start at will; skips, saying why, where
-    the server's binaries are not installed."""
-    initdb = shutil.which("initdb") or next(
-        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)), None
-    )
-    if initdb is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    if os.geteuid() == 0:  # the server refuses to run as root
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root with no postgres user to run a PostgreSQL server as")
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start a PostgreSQL server")
-    root = Path(tempfile.mkdtemp(prefix="recu-faults-pg-"))  # pytest's tmp is 0700 root
-    if os.geteuid() == 0:
-        shutil.chown(root, user="postgres")
-    server = PrivatePostgres(Path(initdb).parent, root)
-    try:
-        server.init()
-        server.start()
-        yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
-            server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _get(url: str) -> httpx.Response:

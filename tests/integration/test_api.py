@@ -97,6 +97,63 @@ def test_idempotency_key_returns_the_same_job(client):
     other = client.post("/jobs", json=JOB, headers={"Idempotency-Key": "k2"})
     assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
     assert first.json()["id"] == again.json()["id"] != other.json()["id"]
+    # the same request spelt with its defaults is the same request
+    spelt = {**JOB, "seed": 0, "resources": {"num_workers": 1}, "priority": 0}
+    same = client.post("/jobs", json=spelt, headers={"Idempotency-Key": "k1"})
+    assert (same.status_code, same.json()["id"]) == (200, first.json()["id"])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"epochs": 4}, {"seed": 1}, {"priority": 5}, {"max_attempts": 1}, {"optimizer": {"lr": 0.2}}],
+)
+def test_an_idempotency_key_reused_with_another_body_is_422_naming_the_key(client, change):
+    """The IETF draft "The Idempotency-Key HTTP Header Field": a key reused with a
+    different payload is 422; the first job is untouched and nothing else is stored."""
+    first = client.post("/jobs", json=JOB, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 201
+    refused = client.post("/jobs", json={**JOB, **change}, headers={"Idempotency-Key": "k-1"})
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["detail"]
+    assert error["loc"] == ["header", "Idempotency-Key"]
+    assert error["type"] == "idempotency_key_reused"
+    assert "'k-1'" in error["msg"]
+    assert "different body" in error["msg"]
+    assert f"job {first.json()['id']}" in error["msg"]
+    assert client.get("/jobs").json()["total"] == 1
+    assert client.get(f"/jobs/{first.json()['id']}").json()["spec"] == first.json()["spec"]
+    retry = client.post("/jobs", json=JOB, headers={"Idempotency-Key": "k-1"})
+    assert (retry.status_code, retry.json()["id"]) == (200, first.json()["id"])
+
+
+NON_FINITE = ["Infinity", "-Infinity", "NaN", "1e309", "-1e309"]
+FLOAT_FIELDS = [
+    ('{"optimizer": {"lr": %s}}', ["optimizer", "lr"]),
+    ('{"optimizer": {"momentum": %s}}', ["optimizer", "momentum"]),
+    ('{"optimizer": {"weight_decay": %s}}', ["optimizer", "weight_decay"]),
+    ('{"optimizer": {"warmup_epochs": %s}}', ["optimizer", "warmup_epochs"]),
+    ('{"optimizer": {"label_smoothing": %s}}', ["optimizer", "label_smoothing"]),
+    ('{"tau": {"tau_s": %s}}', ["tau", "tau_s"]),
+    ('{"tau": {"tau_e": %s}}', ["tau", "tau_e"]),
+    ('{"dataset": {"val_fraction": %s}}', ["dataset", "val_fraction"]),
+    ('{"dataset": {"crop_scale": [%s, 1.0]}}', ["dataset", "crop_scale", 0]),
+    ('{"resources": {"cpus_per_worker": %s}}', ["resources", "cpus_per_worker"]),
+    ('{"epochs": %s}', ["epochs"]),  # an int field: refused as no integer
+]
+
+
+@pytest.mark.parametrize("number", NON_FINITE)
+def test_non_finite_numbers_are_422_naming_the_field_never_500(client, number):
+    """Python's JSON parser reads NaN, Infinity and 1e309 (as inf): every float field
+    refuses them (allow_inf_nan=False on the contract's models) and the 422 that quotes
+    the input is still JSON (the input as its string form)."""
+    for template, loc in FLOAT_FIELDS:
+        raw = template % number
+        refused = client.post("/jobs", content=raw, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 422, (raw, refused.text)
+        (error,) = [e for e in refused.json()["detail"] if e["loc"][1:] == loc]
+        assert error["input"] in ("inf", "-inf", "nan"), error
+    assert client.get("/jobs").json()["total"] == 0
 
 
 def test_history_checkpoints_and_download(client, db):

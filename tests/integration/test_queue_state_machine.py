@@ -1,8 +1,9 @@
 """A hypothesis state machine drives the real queue code on a real (SQLite) database
-with random interleavings of submit, claim, heartbeat, time passing, reap, record, cancel
-and finish, against a model of what each job's state must be. After every step: each
-job's state is the model's, a lease that is no longer current writes nothing, and every
-recorded transition is one the state machine allows."""
+with random interleavings of submit, claim, heartbeat, time passing, reap, record, cancel,
+release (a job given back after a database outage) and finish, against a model of what
+each job's state must be. After every step: each job's state is the model's, a lease that
+is no longer current writes nothing, and every recorded transition is one the state
+machine allows."""
 
 from __future__ import annotations
 
@@ -104,6 +105,24 @@ class QueueLifecycle(RuleBasedStateMachine):
             cancelling = self.expected[lease.job_id] == JobState.CANCELLING
             self.expected[lease.job_id] = JobState.CANCELLED if cancelling else state
             del self.current[lease.job_id]
+
+    @rule(lease=leases)
+    def release(self, lease: queue.Lease) -> None:
+        """A run ended on a database outage: the worker gives the job back (fenced)."""
+        owned = self._owned(lease)
+        state = queue.release(self.db, lease, "database unavailable", now=self.now)
+        if not owned:
+            assert state is None
+            return
+        if self.expected[lease.job_id] == JobState.CANCELLING:
+            want = JobState.CANCELLED
+        elif lease.attempt < MAX_ATTEMPTS:
+            want = JobState.QUEUED
+        else:
+            want = JobState.FAILED
+        assert state == want
+        self.expected[lease.job_id] = want
+        del self.current[lease.job_id]
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:

@@ -6,6 +6,7 @@ development mode without auth."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 import pytest
@@ -30,6 +31,7 @@ SWEEP = {
     },
 }
 HEALTH = {"/healthz", "/readyz"}
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -68,6 +70,37 @@ def test_every_endpoint_but_health_needs_a_live_token(client):
         for wrong in (token[:-1] + ("A" if token[-1] != "A" else "B"), "recu_x_y", "nope"):
             assert client.request(method, path, headers=bearer(wrong)).status_code == 401
         assert client.request(method, path, headers=bearer(token)).status_code != 401
+
+
+#: What answers without a token, besides the health checks: the API's description (the
+#: OpenAPI schema and its two viewers, which hold no data: the same for every caller, as
+#: the code is public).
+PUBLIC = {
+    "/openapi.json": "application/json",
+    "/docs": "text/html",
+    "/docs/oauth2-redirect": "text/html",
+    "/redoc": "text/html",
+}
+
+
+def test_the_api_description_is_public_and_holds_no_data(client):
+    """/docs, /redoc and /openapi.json answer without a token (docs/reliability.md,
+    Security): they describe the API, the same for every caller, and hold no data. They
+    are the only routes of the app besides the described operations (walked by the test
+    above), the dashboard's (include_in_schema=False; tests/e2e/test_dashboard.py) and
+    its static files."""
+    for path, content_type in PUBLIC.items():
+        plain = client.get(path)
+        assert plain.status_code == 200, path
+        assert plain.headers["content-type"].startswith(content_type), path
+    described = set(client.app.openapi()["paths"])
+    top_level = {route.path for route in client.app.routes if hasattr(route, "path")}
+    assert top_level - described == {*PUBLIC, "/ui/static"}
+    token = token_for(client, "alice")
+    assert client.post("/jobs", json=JOB, headers=bearer(token)).status_code == 201
+    schema = client.get("/openapi.json").text
+    assert token not in schema
+    assert "alice" not in schema  # no data, whoever exists
 
 
 def test_tokens_from_the_cli_work_are_stored_hashed_and_stop_working_when_revoked(
@@ -265,3 +298,106 @@ def test_the_dashboard_session_cookie_authenticates_and_needs_the_csrf_header_to
     assert client.get(f"/jobs/{job}").status_code == 200
     assert revoke_token(makers, "alice-dashboard")
     assert client.get(f"/jobs/{job}").status_code == 401
+
+
+MALFORMED_TOKENS = [
+    "recu_ab\x00cd_x",  # NUL: PostgreSQL refuses it in a text parameter
+    "recu_ab\ud800cd_x",  # a lone surrogate: no UTF-8 encoding exists
+    "recu_\x00",
+    "recu_0123456789ab_" + "A" * 42,  # one short
+    "recu_0123456789ab_" + "A" * 44,  # one long
+    "recu_0123456789AB_" + "A" * 43,  # key id not lowercase hex
+    "recu_0123456789ab_" + "A" * 42 + "=",  # off the base64url alphabet
+    "recu_0123456789ab_" + "A" * 42 + "\u00e9",
+    "x" * 10_000,
+    "",
+]
+
+
+def test_a_malformed_token_is_401_before_any_query_on_every_path(client):
+    """A token is ``recu_<12 hex>_<43 base64url>``: anything else (NUL, a surrogate,
+    another alphabet or length) is refused like an unknown token, never a 500, by the
+    bearer header, the session cookie, POST /ui/session and /ui/whoami alike."""
+    token = token_for(client, "alice")
+    for wrong in MALFORMED_TOKENS:
+        signed_in = client.post("/ui/session", content=json.dumps({"token": wrong}), headers=JSON)
+        assert signed_in.status_code == 401, (wrong, signed_in.text)
+        assert "set-cookie" not in signed_in.headers
+    for wrong in MALFORMED_TOKENS:
+        if not wrong.isascii() or "\x00" in wrong:
+            continue  # not sendable in a header (h11 refuses it before the service)
+        assert client.get("/jobs", headers=bearer(wrong)).status_code == 401, wrong
+    # A cookie value may carry NUL as the octal escape \000 of a quoted cookie string.
+    for raw in ('"recu_ab\\000cd_x"', '"recu_0123456789ab_\\000"', "recu_\\000"):
+        client.cookies.clear()
+        cookie = {"Cookie": f"recu_session={raw}"}
+        assert client.get("/jobs", headers=cookie).status_code == 401, raw
+        assert client.get("/ui/whoami", headers=cookie).json()["user"] is None, raw
+    assert client.get("/jobs", headers=bearer(token)).status_code == 200
+
+
+def _string_fields(schema: dict, components: dict, path: tuple = ()) -> list[tuple]:
+    """The dotted paths of every string field of a request body's schema."""
+    if "$ref" in schema:
+        return _string_fields(components[schema["$ref"].rsplit("/", 1)[-1]], components, path)
+    options = schema.get("anyOf", [schema])
+    found = []
+    for option in options:
+        if "$ref" in option:
+            option = components[option["$ref"].rsplit("/", 1)[-1]]
+        if option.get("type") == "string" and path not in found:
+            found.append(path)
+        for name, sub in option.get("properties", {}).items():
+            if name != "space":  # its keys and values: below
+                found += _string_fields(sub, components, (*path, name))
+    return found
+
+
+def _set(body: dict, path: tuple, value: object) -> dict:
+    out = json.loads(json.dumps(body))
+    node = out
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "root\udfff", "a\x00b", "\x00", "tab\there", "\x1f"])
+def test_a_surrogate_or_control_character_in_any_string_is_422_and_listings_keep_working(
+    client, bad
+):
+    """Every string of a POST /jobs or POST /sweeps body (every string field the schema
+    has, a sweep's searched field names and its values): 422 naming the field, nothing
+    stored; the owner's and the admin's GET /jobs and GET /sweeps answer 200 after."""
+    alice = bearer(token_for(client, "alice"))
+    admin = bearer(token_for(client, "root", admin=True))
+    kept = client.post("/jobs", json=JOB, headers=alice)
+    assert kept.status_code == 201
+    components = client.app.openapi()["components"]["schemas"]
+    job_fields = _string_fields(components["JobCreate"], components)
+    sweep_fields = _string_fields(components["SweepCreate"], components)
+    assert ("dataset", "root") in job_fields
+    assert ("base", "dataset", "root") in sweep_fields
+    assert len(job_fields) >= 12, job_fields
+    cases = [("/jobs", _set(JOB, path, bad), path) for path in job_fields]
+    cases += [("/sweeps", _set(SWEEP, path, bad), path) for path in sweep_fields]
+    grid = {"kind": "grid", "values": ["exponential", bad]}
+    cases += [
+        ("/sweeps", {**SWEEP, "space": {"tau.kind": grid}}, ("space", "tau.kind")),
+        ("/sweeps", {**SWEEP, "space": {bad: {"kind": "grid", "values": [1]}}}, ("space",)),
+        ("/jobs", {**JOB, bad: 1}, ()),  # an unknown field's name
+    ]
+    for path_, body, field in cases:
+        raw = json.dumps(body)  # ensure_ascii: a surrogate travels as its \ud800 escape
+        refused = client.post(path_, content=raw, headers={**alice, **JSON})
+        assert refused.status_code == 422, (path_, field, refused.text)
+        locs = [tuple(e["loc"][1:]) for e in refused.json()["detail"]]
+        assert any(loc[: len(field)] == field for loc in locs), (field, locs)
+    for who in (alice, admin):
+        jobs, sweeps = client.get("/jobs", headers=who), client.get("/sweeps", headers=who)
+        assert (jobs.status_code, sweeps.status_code) == (200, 200)
+        assert jobs.json()["total"] == 1
+        assert sweeps.json()["total"] == 0
+    assert [j["id"] for j in client.get("/jobs", headers=admin).json()["items"]] == [
+        kept.json()["id"]
+    ]

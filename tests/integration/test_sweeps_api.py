@@ -3,6 +3,8 @@ planning, validation, listing, cancel with its trials, and the best trial."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from recu_core.sweepspec import SweepSpec
@@ -163,6 +165,76 @@ def test_idempotency_key_returns_the_same_sweep(client):
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["id"] == second.json()["id"]
     assert client.get("/jobs", params={"kind": "trial"}).json()["total"] == 2
+
+
+def test_an_idempotency_key_reused_with_another_body_is_422_naming_the_key(client):
+    """Another space, num_samples, priority, or a job under a sweep's key: 422 naming the
+    key (the IETF draft), nothing stored; the same body still answers the first sweep."""
+    body = {"base": BASE, "space": PAPER, "num_samples": 2}
+    first = client.post("/sweeps", json=body, headers={"Idempotency-Key": "s-1"})
+    assert first.status_code == 201
+    changed = [
+        {**body, "num_samples": 3},
+        {**body, "priority": 1},
+        {**body, "space": {"seed": {"kind": "grid", "values": [0, 1]}}},
+    ]
+    for other in changed:
+        refused = client.post("/sweeps", json=other, headers={"Idempotency-Key": "s-1"})
+        assert refused.status_code == 422, refused.text
+        (error,) = refused.json()["detail"]
+        assert error["loc"] == ["header", "Idempotency-Key"]
+        assert "'s-1'" in error["msg"]
+        assert "different body" in error["msg"]
+    as_job = client.post("/jobs", json=BASE, headers={"Idempotency-Key": "s-1"})
+    assert as_job.status_code == 422, as_job.text  # the key names a sweep, not this job
+    assert client.get("/sweeps").json()["total"] == 1
+    assert client.get("/jobs").json()["total"] == 0
+    assert client.get("/jobs", params={"kind": "trial"}).json()["total"] == 2
+    again = client.post("/sweeps", json=body, headers={"Idempotency-Key": "s-1"})
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+
+
+@pytest.mark.parametrize(
+    ("raw_space", "loc"),
+    [
+        ('{"optimizer.lr": {"kind": "uniform", "low": 0.01, "high": Infinity}}', "high"),
+        ('{"optimizer.lr": {"kind": "loguniform", "low": NaN, "high": 0.1}}', "low"),
+        ('{"optimizer.lr": {"kind": "grid", "values": [0.1, 1e309]}}', "values"),
+        ('{"tau.tau_s": {"kind": "choice", "values": [-Infinity]}}', "values"),
+    ],
+)
+def test_non_finite_numbers_in_a_sweep_space_are_422_never_500(client, raw_space, loc):
+    raw = '{"base": {"epochs": 3}, "space": ' + raw_space + "}"
+    refused = client.post("/sweeps", content=raw, headers={"Content-Type": "application/json"})
+    assert refused.status_code == 422, refused.text
+    errors = refused.json()["detail"]
+    assert any(e["loc"][:3] == ["body", "space", e["loc"][2]] and loc in e["loc"] for e in errors)
+    assert any(e["input"] in ("inf", "-inf", "nan") for e in errors), errors
+    assert client.get("/sweeps").json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ([None], "a searched value is a boolean, a number or a string"),
+        ([[0.9]], "a searched value is a boolean, a number or a string"),
+        ([{"a": 1}], "a searched value is a boolean, a number or a string"),
+        (["x" * 201], "at most 200 characters"),
+        (["\ud800"], "lone UTF-16 surrogate (U+D800)"),
+        (["a\u0000"], "NUL (U+0000)"),
+    ],
+)
+def test_sweep_values_are_typed_scalars(client, values, fragment):
+    """A dimension's values are booleans, numbers or bounded strings, as the schema says;
+    a surrogate or NUL among them is refused before it reaches the database."""
+    space = {"tau.kind": {"kind": "grid", "values": values}}
+    body = json.dumps({"base": BASE, "space": space})  # a surrogate as its \\ud800 escape
+    refused = client.post("/sweeps", content=body, headers={"Content-Type": "application/json"})
+    assert refused.status_code == 422, refused.text
+    msgs = [e["msg"] for e in refused.json()["detail"]]
+    assert any(fragment in m for m in msgs), msgs
+    assert client.get("/sweeps").json()["total"] == 0
+    assert client.get("/jobs", params={"kind": "trial"}).json()["total"] == 0
 
 
 def test_cancel_queued_and_running_sweeps_ends_their_trials(client, db):
