@@ -3,9 +3,7 @@ or ray and never blocks on training: it only reads and writes the database."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +11,6 @@ from typing import Any
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +22,7 @@ from service.auth import DEV_USER
 from service.config import ServiceSettings
 from service.dashboard import routes as dashboard
 from service.deps import current_principal
-from service.limits import AllowHeader, BodySizeLimit
+from service.limits import AdmissionLimit, AllowHeader, BodySizeLimit
 from service.responses import AUTHENTICATED
 from service.routes import checkpoints, health, jobs, sweeps
 
@@ -89,73 +86,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if settings.auth_disabled:
         app.add_middleware(MarkAuthDisabled)
     return app
-
-
-class AdmissionLimit:
-    """Back-pressure: at most ``limit`` requests in the application at once (the pool's
-    connections: each admitted request holds at most one, and one thread). A request
-    beyond waits for a slot on the event loop, holding no thread and no connection, in
-    arrival order, for at most ``wait_s`` seconds; then it is answered 503 with
-    Retry-After before anything of it ran (a POST so refused stored nothing). The health
-    checks bypass it. A slot is held until the response is sent."""
-
-    EXEMPT = frozenset({"/healthz", "/readyz"})
-    RETRY_AFTER_S = 2
-
-    def __init__(self, app: ASGIApp, *, limit: int, wait_s: float) -> None:
-        self.app = app
-        self.limit = limit
-        self.wait_s = wait_s
-        self.in_flight = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
-
-    async def _admit(self) -> bool:
-        if self.in_flight < self.limit and not self.waiters:
-            self.in_flight += 1
-            return True
-        if self.wait_s <= 0:
-            return False
-        slot = asyncio.get_running_loop().create_future()
-        self.waiters.append(slot)
-        try:
-            await asyncio.wait_for(asyncio.shield(slot), self.wait_s)
-        except BaseException as err:  # time-out, or the client went away (cancelled)
-            if slot.done() and not slot.cancelled():  # handed a slot as it gave up
-                if isinstance(err, TimeoutError):
-                    return True
-                self._release()
-                raise
-            slot.cancel()
-            self.waiters.remove(slot)
-            if isinstance(err, TimeoutError):
-                return False
-            raise
-        return True
-
-    def _release(self) -> None:
-        while self.waiters:
-            slot = self.waiters.popleft()
-            if not slot.done():
-                slot.set_result(None)  # the slot passes on: in_flight unchanged
-                return
-        self.in_flight -= 1
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
-            await self.app(scope, receive, send)
-            return
-        if not await self._admit():
-            response = JSONResponse(
-                {"detail": f"the service is busy ({self.limit} requests in flight); retry"},
-                status_code=503,
-                headers={"Retry-After": str(self.RETRY_AFTER_S)},
-            )
-            await response(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self._release()
 
 
 def deployment_openapi(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:

@@ -4,7 +4,7 @@ One database connection per request at a time: the token is looked up on a short
 of its own, closed (its connection back in the pool) before the handler's session takes
 one, and the handler's session is closed when the handler returns, before the response
 is sent (``scope="function"``), so a slow client never holds a connection. With the
-admission limit (``service.app.AdmissionLimit``, at most pool + overflow requests at
+admission limit (``service.limits.AdmissionLimit``, at most pool + overflow requests at
 once) an admitted request never waits for a connection another admitted one holds.
 """
 

@@ -11,7 +11,7 @@ request blocked in pool checkout past the client's 30 s (500s, rows stored unans
 
 Three configurations: the defaults (where this machine serves the whole burst), and two
 that force each back-pressure path to answer: a tiny admission limit that never waits
-(503 from ``service.app.AdmissionLimit``), and more requests admitted than the pool has
+(503 from ``service.limits.AdmissionLimit``), and more requests admitted than the pool has
 connections, with a checkout time-out of 10 ms (503 from the pool's TimeoutError,
 ``service.errors.pool_exhausted``; a 500 before).
 """
