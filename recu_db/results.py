@@ -84,8 +84,11 @@ def store_checkpoint(
     now: datetime | None = None,
 ) -> Checkpoint | None:
     """Store a checkpoint read from ``stream`` in CHUNK_BYTES chunks; keep the newest
-    ``keep`` of the job's checkpoints and the one of ``best_epoch`` (the run's best so far,
-    which the worker always stores). None (nothing written) if the lease is stale."""
+    ``keep`` of the job's checkpoints (the last stored, by id) and the one of ``best_epoch``
+    (the run's best so far, which the worker always stores). None (nothing written) if the
+    lease is stale. The checkpoint just stored is always kept, so the table's highest id
+    is never deleted and SQLite, which numbers a new row max(id) + 1, never gives a pruned
+    checkpoint's id to another one."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     now = now or utcnow()
@@ -117,7 +120,7 @@ def store_checkpoint(
         stale = (
             select(Checkpoint.id, Checkpoint.epoch)
             .where(Checkpoint.job_id == lease.job_id)
-            .order_by(Checkpoint.epoch.desc(), Checkpoint.id.desc())
+            .order_by(Checkpoint.id.desc())
             .offset(keep)
         )
         old_ids = [row.id for row in session.execute(stale) if row.epoch != best_epoch]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from recu_core.jobspec import JobSpec
-from recu_db import queue, results
+from recu_db import queue, reads, results
 from recu_db.engine import make_sessionmaker
 from recu_db.models import Checkpoint, CheckpointChunk, EpochTelemetry, LogLine
 
@@ -119,3 +119,19 @@ def test_a_resumed_job_uses_only_a_checkpoint_that_matches_its_sha256(
             .values(data=b"\x00" + older[1:])
         )
     assert latest_checkpoint(db, lease.job_id, tmp_path) is None
+
+
+def test_a_pruned_checkpoints_id_is_never_given_to_another(db, lease):
+    """Keep-K keeps the last stored (by id), whatever its epoch: a checkpoint of a lower
+    epoch stored after a higher one (a run resumed from an older checkpoint) is kept, and
+    no id is reused on SQLite (which numbers a new row max(id) + 1) for other bytes."""
+    high = results.store_checkpoint(db, lease, 9, {}, io.BytesIO(b"epoch 9"), keep=1, now=T0)
+    low = results.store_checkpoint(db, lease, 3, {}, io.BytesIO(b"epoch 3"), keep=1, now=T0)
+    with db() as session:
+        assert [c.id for c in reads.job_checkpoints(session, lease.job_id)] == [low.id]
+    later = results.store_checkpoint(db, lease, 4, {}, io.BytesIO(b"epoch 4"), keep=1, now=T0)
+    assert high.id < low.id < later.id
+    assert results.read_checkpoint(db, low.id, io.BytesIO()) is None  # pruned, not reused
+    into = io.BytesIO()
+    assert results.read_checkpoint(db, later.id, into).epoch == 4
+    assert into.getvalue() == b"epoch 4"
