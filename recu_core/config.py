@@ -40,7 +40,7 @@ ScheduleKind = Literal["exponential", "linear", "constant"]
 CropFraction = Annotated[float, Field(gt=0.0, le=4.0)]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     """Every model of the contract: unknown fields refused, no coercion, and no non-finite
     number in any float field (NaN, Infinity and 1e309, which JSON parsers read as
     Infinity: no bound compares false on them, and JSON cannot carry them back out)."""
@@ -51,6 +51,15 @@ class _Strict(BaseModel):
     @classmethod
     def _whole_numbers(cls, data: Any) -> Any:
         return whole_numbers_as_int(cls, data)
+
+    @classmethod
+    def from_fields(cls, model: BaseModel) -> Self:
+        """This model's part of a larger one (a request body that adds queue fields)."""
+        return cls.model_validate(model.model_dump(include=set(cls.model_fields)))
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON the queue stores (parsed back with ``model_validate``)."""
+        return self.model_dump(mode="json")
 
 
 @functools.cache
@@ -78,7 +87,7 @@ def whole_numbers_as_int(model: type[BaseModel], data: Any) -> Any:
     }
 
 
-class BinaryOptions(_Strict):
+class BinaryOptions(StrictModel):
     """Ablation switches of the ReCU binary layers (the paper's Table 1 axes)."""
 
     clamp: bool = Field(True, description="ReCU clamp to [-Q(tau), Q(tau)]; off = plain BNN.")
@@ -94,7 +103,7 @@ class BinaryOptions(_Strict):
     )
 
 
-class TauSchedule(_Strict):
+class TauSchedule(StrictModel):
     """tau(t) for epoch t of T: exponential (the paper's), linear or constant."""
 
     kind: ScheduleKind = "exponential"
@@ -111,7 +120,7 @@ class TauSchedule(_Strict):
         return self
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     """Which data to train on. Paths are relative to the data directory setting."""
 
     # The schema states the rules of _imagefolder_needs_root (JSON Schema's if/then).
@@ -209,7 +218,7 @@ class DatasetConfig(_Strict):
         return self
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(StrictModel):
     """The paper's CIFAR recipe by default: SGD momentum 0.9, lr 0.1, wd 5e-4, cosine."""
 
     # The schema states TrainConfig._warmup_whole_epochs: whole epochs unless 'step'.
@@ -241,7 +250,7 @@ class OptimizerConfig(_Strict):
     )
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """One training run; a job spec in the service is exactly this."""
 
     recipe: RecipeName | None = Field(

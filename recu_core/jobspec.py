@@ -11,14 +11,14 @@ max(1, gpus_per_worker) GPUs; the job reserves ``num_workers`` times that.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from recu_core.config import TrainConfig, _Strict
+from recu_core.config import StrictModel, TrainConfig
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     """What the job's Ray Train workers reserve on the cluster."""
 
     model_config = ConfigDict(
@@ -61,7 +61,7 @@ class Resources(_Strict):
         return self.num_workers * one["CPU"], self.num_workers * one.get("GPU", 0.0)
 
 
-class CheckpointPolicy(_Strict):
+class CheckpointPolicy(StrictModel):
     """Which epochs' checkpoints are stored and kept."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -126,12 +126,3 @@ class JobSpec(TrainConfig):
     def train_config(self) -> TrainConfig:
         """The run alone, as ``recu_core.train`` takes it."""
         return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
-
-    @classmethod
-    def from_fields(cls, model: BaseModel) -> JobSpec:
-        """The JobSpec part of a larger model (a request body that adds queue fields)."""
-        return cls.model_validate(model.model_dump(include=set(cls.model_fields)))
-
-    def stored(self) -> dict[str, Any]:
-        """The JSON the queue stores (parsed back with ``JobSpec.model_validate``)."""
-        return self.model_dump(mode="json")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from recu_core.config import whole_numbers_as_int
+from recu_core.config import StrictModel
 from recu_core.jobspec import JobSpec
 from recu_core.text import SafeStr, Scalar
 
@@ -39,32 +39,21 @@ SweepMetric = Literal["test_acc", "best_test_acc", "test_loss", "train_acc", "tr
 METRICS = get_args(SweepMetric)
 
 
-class _Strict(BaseModel):
-    """As recu_core.config's: no unknown field, no coercion, no non-finite number."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _whole_numbers(cls, data: Any) -> Any:
-        return whole_numbers_as_int(cls, data)
-
-
-class Grid(_Strict):
+class Grid(StrictModel):
     kind: Literal["grid"]
     values: list[Scalar] = Field(
         min_length=1, max_length=1000, description="Booleans, numbers or strings (<= 200)."
     )
 
 
-class Choice(_Strict):
+class Choice(StrictModel):
     kind: Literal["choice"]
     values: list[Scalar] = Field(
         min_length=1, max_length=1000, description="Booleans, numbers or strings (<= 200)."
     )
 
 
-class Uniform(_Strict):
+class Uniform(StrictModel):
     kind: Literal["uniform"]
     low: float
     high: float
@@ -149,7 +138,7 @@ def _space_json_schema(schema: dict[str, Any]) -> None:
     )
 
 
-class Scheduler(_Strict):
+class Scheduler(StrictModel):
     kind: Literal["asha", "none"] = Field(
         "asha", description="asha: stop poor trials early (Ray Tune's ASHA); none: run all."
     )
@@ -157,7 +146,7 @@ class Scheduler(_Strict):
     reduction_factor: float = Field(3.0, gt=1.0, le=100.0)
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     """A sweep: the job every trial starts from, what to search, and how."""
 
     # The schema states it: search 'grid' enumerates values, so only grid and choice.
@@ -193,12 +182,3 @@ class SweepSpec(_Strict):
     mode: Literal["max", "min"] = "max"
     max_concurrent_trials: int = Field(1, ge=1, le=256)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random search.")
-
-    @classmethod
-    def from_fields(cls, model: BaseModel) -> SweepSpec:
-        """The SweepSpec part of a larger model (a request body that adds queue fields)."""
-        return cls.model_validate(model.model_dump(include=set(cls.model_fields)))
-
-    def stored(self) -> dict[str, Any]:
-        """The JSON the queue stores (parsed back with ``SweepSpec.model_validate``)."""
-        return self.model_dump(mode="json")

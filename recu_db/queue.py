@@ -453,24 +453,40 @@ def release(db: Db, lease: Lease, reason: str, *, now: datetime | None = None) -
         job = session.scalars(select(Job).where(*fence(lease)).with_for_update()).first()
         if job is None:
             return None
-        current = JobState(job.state)
-        if current == JobState.CANCELLING:
-            target, why = JobState.CANCELLED, f"{reason}; released while cancelling"
-        elif job.attempt < job.max_attempts:
-            target, why = JobState.QUEUED, f"{reason}; requeued"
-        else:
-            target = JobState.FAILED
-            why = f"{reason}, on attempt {job.attempt} of {job.max_attempts}"
-            job.error = why
-        check_transition(current, target)
-        job.state = target
-        job.owner = None
-        job.lease_expires_at = None
-        job.updated_at = now
-        _event(session, job.id, current, target, job.attempt, why, now)
-        if target != JobState.QUEUED:  # a requeued sweep's next attempt resumes its trials
-            end_children(session, job.id, target, f"its sweep: {why}", now)
-        return target
+        return _give_back(
+            session,
+            job,
+            requeued=f"{reason}; requeued",
+            failed=f"{reason}, on attempt {job.attempt} of {job.max_attempts}",
+            cancelled=f"{reason}; released while cancelling",
+            now=now,
+        )
+
+
+def _give_back(
+    session: Session, job: Job, *, requeued: str, failed: str, cancelled: str, now: datetime
+) -> JobState:
+    """End a live job's lease (expired, or released by its worker): requeued while attempts
+    remain (the next claim counts the next one), failed on the last, cancelled when it was
+    being cancelled, each with its reason; a sweep that does not requeue ends its open
+    trials."""
+    current = JobState(job.state)
+    if current == JobState.CANCELLING:
+        target, why = JobState.CANCELLED, cancelled
+    elif job.attempt < job.max_attempts:
+        target, why = JobState.QUEUED, requeued
+    else:
+        target, why = JobState.FAILED, failed
+        job.error = why
+    check_transition(current, target)
+    job.state = target
+    job.owner = None
+    job.lease_expires_at = None
+    job.updated_at = now
+    _event(session, job.id, current, target, job.attempt, why, now)
+    if target != JobState.QUEUED:  # a requeued sweep's next attempt resumes its trials
+        end_children(session, job.id, target, f"its sweep: {why}", now)
+    return target
 
 
 def cancel(
@@ -512,22 +528,14 @@ def reap(db: Db, *, now: datetime | None = None) -> list[tuple[int, JobState]]:
             .with_for_update(skip_locked=True)
         ).all()
         for job in expired:
-            current = JobState(job.state)
-            if current == JobState.CANCELLING:
-                target, reason = JobState.CANCELLED, "lease expired while cancelling"
-            elif job.attempt < job.max_attempts:
-                target, reason = JobState.QUEUED, f"lease expired (owner {job.owner}); requeued"
-            else:
-                target = JobState.FAILED
-                reason = f"lease expired on attempt {job.attempt} of {job.max_attempts}"
-                job.error = reason
-            job.state = target
-            job.owner = None
-            job.lease_expires_at = None
-            job.updated_at = now
-            _event(session, job.id, current, target, job.attempt, reason, now)
-            if target != JobState.QUEUED:  # a requeued sweep's next attempt resumes its trials
-                end_children(session, job.id, target, f"its sweep {reason}", now)
+            target = _give_back(
+                session,
+                job,
+                requeued=f"lease expired (owner {job.owner}); requeued",
+                failed=f"lease expired on attempt {job.attempt} of {job.max_attempts}",
+                cancelled="lease expired while cancelling",
+                now=now,
+            )
             changed.append((job.id, target))
     return changed
 
