@@ -52,13 +52,17 @@ bench: install data
 	$(PY) -m bench.binarize_overhead
 	$(PY) -m bench.data_pipeline
 	$(PY) -m bench.accuracy_cifar
+	$(PY) -m bench.export_size
+	$(PY) -m bench.engine_speed
+	$(PY) -m bench.engine_agreement
 
-# The service, sweep, export, load and dashboard figures (minutes each; not in CI).
+# The service, sweep, load and dashboard figures (minutes each; not in CI).
 bench-service: install
 	$(PY) -m bench.service_overhead
 	$(PY) -m bench.sweep_tau
-	$(PY) -m bench.export_size_speed
 	$(PY) -m bench.load
+	$(PY) -m bench.queue_throughput
+	$(PY) -m bench.cluster_sim
 	$(PY) -m bench.dashboard_payload
 
 # The whole service on this machine: API + worker (local Ray) on a SQLite file, a job

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import select
 
+from bench.stats import quantile_ms
 from recu_cli.local_service import local_service
 from recu_db.engine import make_engine, make_read_sessionmaker
 from recu_db.models import Job
@@ -137,10 +138,7 @@ def stored_keys(database_url: str, prefix: str = "burst-") -> Counter[str]:
 
 
 def percentile_ms(seconds: list[float], q: float) -> str:
-    if not seconds:
-        return "-"
-    ordered = sorted(seconds)
-    return f"{1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.0f}"
+    return "-" if not seconds else f"{quantile_ms(seconds, q):.0f}"
 
 
 def report_rows(name: str, answers: list[Answer], stored: Counter[str]) -> list[str]:

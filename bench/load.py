@@ -1,29 +1,33 @@
-"""API load while a training job runs: POST /jobs and GET /jobs for a fixed duration
-against a real uvicorn server (a subprocess started by ``local_service``, with one queue
-worker training a real job on Ray meanwhile), load from this process over loopback, on
-a SQLite file and on a fresh schema of the local PostgreSQL (skipped, with the reason,
-when none answers). Prints figures; never a pass/fail test.
+"""API load against a real uvicorn server (a subprocess started by ``local_service``,
+auth on), load from this process over loopback, on a SQLite file and on a fresh schema of
+the local PostgreSQL (skipped, with the reason, when none answers). Prints figures; never
+a pass/fail test.
 
-    .venv/bin/python -m bench.load [--seconds 20] [--connections 32] [--post-share 0.9]
+    .venv/bin/python -m bench.load [--seconds 10] [--training-seconds 20]
 
-Each of the C connections is an HTTP/1.1 keep-alive connection that sends its next
-request as soon as the previous one is answered (closed loop); each request is a POST
-with probability ``--post-share``, else a GET (a fixed seed, so runs send the same mix).
+Per database, two services one after the other:
+
+1. Throughput, no queue worker: each endpoint alone for ``--seconds``, closed loop
+   (every connection sends its next request as soon as the previous is answered):
+   ``POST /jobs`` at 8 and at 32 connections, ``GET /jobs/{id}`` and
+   ``GET /jobs?limit=50`` at 8 (on the jobs the POST phases stored).
+2. Training beside the load: one queue worker trains one job (ReCU ResNet-20 on digits,
+   1 CPU); after ``--warm-epochs`` epochs its epoch times are taken for
+   ``--idle-epochs`` epochs with no load, then under ``--training-seconds`` of the mixed
+   load (32 connections, ``--post-share`` POST /jobs, the rest GET /jobs?limit=50); the
+   report gives the median epoch time of each and their ratio (the slowdown).
+
 Errors are any status other than 201 (POST) / 200 (GET), a broken connection or a
 request past ``--timeout``. The client is a bare asyncio protocol with pre-encoded
 requests (uvloop when installed): about 0.1 ms of CPU per request, so on 2 cores the
-load generator takes little from the server (its share is printed). Before the load,
-one training job (ReCU ResNet-20 on digits, 1 CPU) is submitted and waited for until it
-has finished ``--warm-epochs`` epochs; during the load it is polled once a second on a
-connection of its own (not counted) and the report says whether it stayed running and
-how many epochs it finished, against its epoch time before the load. CPU used during the
-load is printed per process group (Linux): load client, API, queue worker + Ray.
+load generator takes little from the server (its share is printed with the API's and
+the worker's, per process group, Linux).
 
-The API runs with the ``RECU_API_WORKERS`` / ``RECU_DB_POOL_*`` settings of this
-process's environment (``python -m service --help``), and with RECU_MAX_QUEUED_PER_USER
-raised (unless set) since the load queues thousands of jobs of one user. Requests carry
-``Authorization: Bearer $RECU_API_TOKEN`` when that is set, else the token that
-``local_service`` creates (auth on, as in production: every request looks its token up).
+The API runs with this process's ``RECU_API_*`` / ``RECU_DB_POOL_*`` settings
+(``python -m service --help``; e.g. ``RECU_API_WORKERS=2``, ``RECU_API_NICE=10``), and
+with RECU_MAX_QUEUED_PER_USER raised (unless set) since the load queues thousands of
+jobs of one user. Requests carry the token ``local_service`` creates (auth on, as in
+production).
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import statistics
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +52,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench.common import environment
+from bench.stats import quantile_ms
 from recu_cli.local_service import local_service
 from recu_db.scratch import scratch_schema
 
@@ -162,28 +169,38 @@ class Training:
 
 async def _load(
     api: str,
+    mix: list[tuple[str, bytes, int, float]],
     *,
     connections: int,
     seconds: float,
-    post_share: float,
-    get_limit: int,
     timeout: float,
-    token: str | None,
-    training: Training | None,
+    training: Training | None = None,
+    token: str | None = None,
 ) -> tuple[dict[str, Kind], float]:
+    """``connections`` closed-loop clients for ``seconds``; each request is drawn from
+    ``mix`` = [(name, raw request, expected status, share)] with a fixed seed per client.
+    ``training`` is polled once a second on a connection of its own (not counted)."""
     url = urlsplit(api)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    post = _raw("POST", "/jobs", url.netloc, token, json.dumps(LOAD_JOB).encode())
-    get = _raw("GET", f"/jobs?limit={get_limit}", url.netloc, token)
-    kinds = {"POST": Kind(201), "GET": Kind(200)}
+    kinds = {name: Kind(expected) for name, _, expected, _ in mix}
+    bounds, total = [], 0.0
+    for name, raw, _, share in mix:
+        total += share
+        bounds.append((total, name, raw))
     started = time.perf_counter()
     deadline = started + seconds
+
+    def draw(u: float) -> tuple[str, bytes]:
+        for bound, name, raw in bounds:
+            if u * total < bound:
+                return name, raw
+        return bounds[-1][1], bounds[-1][2]
 
     async def client(seed: int) -> None:
         pick = random.Random(seed).random
         connection: _Connection | None = None
         while time.perf_counter() < deadline:
-            name, raw = ("POST", post) if pick() < post_share else ("GET", get)
+            name, raw = draw(pick())
             kind = kinds[name]
             begin = time.perf_counter()
             try:
@@ -260,28 +277,20 @@ def _epoch_times(client: httpx.Client, job_id: int) -> dict[int, float]:
     return {m["epoch"]: m["metrics"]["epoch_time_s"] for m in history}
 
 
+def _wait_epochs(client: httpx.Client, job_id: int, epochs: int, max_wait: float) -> int:
+    """Wait until the job has finished ``epochs`` more epochs; its epoch then."""
+    job = client.get(f"/jobs/{job_id}").raise_for_status().json()
+    target, deadline = job["current_epoch"] + epochs, time.monotonic() + max_wait
+    while job["current_epoch"] < target:
+        if job["state"] != "running" or time.monotonic() > deadline:
+            raise RuntimeError(f"training job {job_id}: {job['state']} at {job['current_epoch']}")
+        time.sleep(0.5)
+        job = client.get(f"/jobs/{job_id}").raise_for_status().json()
+    return int(job["current_epoch"])
+
+
 def _ms(latencies: list[float], q: float) -> str:
-    if not latencies:
-        return "-"
-    ordered = sorted(latencies)
-    return f"{1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.1f}"
-
-
-def _training_line(training: Training, before: dict[int, float], after: dict[int, float]) -> str:
-    states = Counter(state for _, state, _ in training.samples)
-    epochs = [epoch for _, _, epoch in training.samples]
-    during = [t for epoch, t in after.items() if epoch > (epochs[0] if epochs else 0)]
-    warm = [t for epoch, t in before.items() if epoch > 1]  # epoch 1 includes compiling
-    running = states.get("running", 0) == len(training.samples) > 0
-    return (
-        f"training job {training.job_id}: "
-        f"{'running in all' if running else 'NOT running in all'} {len(training.samples)} "
-        f"samples ({dict(states)}); epochs {epochs[0] if epochs else '?'} -> "
-        f"{epochs[-1] if epochs else '?'} during the load; epoch time "
-        f"{statistics.median(warm) if warm else float('nan'):.2f} s before the load, "
-        f"{statistics.median(during) if during else float('nan'):.2f} s during it "
-        f"(median; {len(during)} epochs finished during it)"
-    )
+    return "-" if not latencies else f"{quantile_ms(latencies, q):.1f}"
 
 
 def _cpu_seconds() -> dict[str, float]:
@@ -323,55 +332,110 @@ def _cpu_seconds() -> dict[str, float]:
     return totals
 
 
-def _measure(name: str, url: str, workdir: Path, args: argparse.Namespace) -> list[str]:
-    """Start the service on ``url``, (train,) load it; the report's table rows and notes."""
-    with local_service(workdir, database_url=url, workers=0 if args.no_training else 1) as svc:
-        api, token = svc.api, os.environ.get("RECU_API_TOKEN") or svc.token
-        headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=api, timeout=30, headers=headers) as http:
-            training, before = None, {}
-            if not args.no_training:
-                training = _start_training(http, args.warm_epochs, max_wait=300)
-                before = _epoch_times(http, training.job_id)
+def _row(database: str, phase: str, kind_name: str, kind: Kind, elapsed: float) -> str:
+    errors = sum(kind.errors.values())
+    detail = f" ({', '.join(f'{k}: {v}' for k, v in kind.errors.items())})"
+    return (
+        f"| {database} | {phase} | {kind_name} | {len(kind.latencies)} | "
+        f"{len(kind.latencies) / elapsed:.0f} | {_ms(kind.latencies, 0.5)} | "
+        f"{_ms(kind.latencies, 0.99)} | {errors}{detail if errors else ''} |"
+    )
+
+
+def _cpu_note(
+    database: str, phase: str, before: dict[str, float], elapsed: float, answered: int
+) -> str:
+    after = _cpu_seconds()
+    cpu = {group: after[group] - before.get(group, 0.0) for group in after}
+    shares = ", ".join(f"{group} {seconds / elapsed:.2f}" for group, seconds in cpu.items())
+    return (
+        f"{database} {phase}: CPU in cores: {shares}; API "
+        f"{1000 * cpu.get('API', 0.0) / max(answered, 1):.2f} ms CPU per answered request"
+    )
+
+
+def _throughput(name: str, url: str, workdir: Path, args: argparse.Namespace) -> list[str]:
+    """Each endpoint alone, no queue worker: the table rows and CPU notes."""
+    lines = []
+    with local_service(workdir, database_url=url, workers=0) as svc:
+        netloc = urlsplit(svc.api).netloc
+        post = _raw("POST", "/jobs", netloc, svc.token, json.dumps(LOAD_JOB).encode())
+        with httpx.Client(base_url=svc.api, timeout=30, headers=svc.headers) as http:
+            first = http.post("/jobs", json=LOAD_JOB).raise_for_status().json()["id"]
+        one = _raw("GET", f"/jobs/{first}", netloc, svc.token)
+        page = _raw("GET", f"/jobs?limit={args.get_limit}", netloc, svc.token)
+        phases = [
+            ("POST /jobs", [("POST", post, 201, 1.0)], 8),
+            ("POST /jobs", [("POST", post, 201, 1.0)], 32),
+            ("GET /jobs/{id}", [("GET", one, 200, 1.0)], 8),
+            (f"GET /jobs?limit={args.get_limit}", [("GET", page, 200, 1.0)], 8),
+        ]
+        for (
+            phase,
+            mix,
+            connections,
+        ) in phases:
+            label = f"{phase} x{connections}"
             cpu_before = _cpu_seconds()
             kinds, elapsed = _run(
                 _load(
-                    api,
-                    connections=args.connections,
+                    svc.api,
+                    mix,
+                    connections=connections,
                     seconds=args.seconds,
-                    post_share=args.post_share,
-                    get_limit=args.get_limit,
                     timeout=args.timeout,
-                    token=token,
-                    training=training,
                 )
             )
-            cpu_after = _cpu_seconds()
-            after = _epoch_times(http, training.job_id) if training is not None else {}
-            total = http.get("/jobs", params={"limit": 1}).raise_for_status().json()["total"]
-    lines = []
-    for kind_name, kind in kinds.items():
-        errors = sum(kind.errors.values())
-        detail = f" ({', '.join(f'{k}: {v}' for k, v in kind.errors.items())})"
-        lines.append(
-            f"| {name} | {kind_name} | {len(kind.latencies)} | "
-            f"{len(kind.latencies) / elapsed:.0f} | {_ms(kind.latencies, 0.5)} | "
-            f"{_ms(kind.latencies, 0.99)} | {errors}{detail if errors else ''} |"
-        )
-    answered = sum(len(kind.latencies) for kind in kinds.values()) or 1
-    cpu = {group: cpu_after[group] - cpu_before.get(group, 0.0) for group in cpu_after}
-    if cpu:
-        shares = ", ".join(f"{group} {seconds / elapsed:.2f}" for group, seconds in cpu.items())
-        lines.append(
-            f"{name}: CPU during the load, in cores: {shares}; API "
-            f"{1000 * cpu.get('API', 0.0) / answered:.2f} ms CPU per answered request"
-        )
-    if training is not None:
-        lines.append(f"{name}: {_training_line(training, before, after)}")
-    created = len(kinds["POST"].latencies)
+            answered = sum(len(k.latencies) for k in kinds.values())
+            lines += [_row(name, label, k, kind, elapsed) for k, kind in kinds.items()]
+            lines.append(_cpu_note(name, label, cpu_before, elapsed, answered))
+    return lines
+
+
+def _beside_training(name: str, url: str, workdir: Path, args: argparse.Namespace) -> list[str]:
+    """The mixed load while one job trains: its epoch time without and with the load."""
+    with local_service(workdir, database_url=url, workers=1) as svc:
+        netloc = urlsplit(svc.api).netloc
+        post = _raw("POST", "/jobs", netloc, svc.token, json.dumps(LOAD_JOB).encode())
+        page = _raw("GET", f"/jobs?limit={args.get_limit}", netloc, svc.token)
+        mix = [("POST", post, 201, args.post_share), ("GET", page, 200, 1 - args.post_share)]
+        with httpx.Client(base_url=svc.api, timeout=30, headers=svc.headers) as http:
+            training = _start_training(http, args.warm_epochs, max_wait=300)
+            idle_from = _wait_epochs(http, training.job_id, 0, 60)
+            idle_to = _wait_epochs(http, training.job_id, args.idle_epochs, 300)
+            cpu_before = _cpu_seconds()
+            kinds, elapsed = _run(
+                _load(
+                    svc.api,
+                    mix,
+                    connections=args.connections,
+                    seconds=args.training_seconds,
+                    timeout=args.timeout,
+                    training=training,
+                    token=svc.token,
+                )
+            )
+            cpu_line = _cpu_note(
+                name,
+                "mixed load beside training",
+                cpu_before,
+                elapsed,
+                sum(len(k.latencies) for k in kinds.values()),
+            )
+            times = _epoch_times(http, training.job_id)
+    label = f"mixed x{args.connections}, training"
+    lines = [_row(name, label, k, kind, elapsed) for k, kind in kinds.items()]
+    epochs = [epoch for _, _, epoch in training.samples if epoch >= 0]
+    idle = [t for e, t in times.items() if idle_from < e <= idle_to]
+    during = [t for e, t in times.items() if epochs and epochs[0] < e <= epochs[-1]]
+    states = Counter(state for _, state, _ in training.samples)
+    ratio = statistics.median(during) / statistics.median(idle) if idle and during else math.nan
+    lines.append(cpu_line)
     lines.append(
-        f"{name}: {total} jobs in the database after the load, {created} created by it"
-        f"{' + the training job' if training is not None else ''}"
+        f"{name}: training job {training.job_id} ({dict(states)} in {len(training.samples)} "
+        f"polls): epoch time {statistics.median(idle) if idle else math.nan:.2f} s without "
+        f"load ({len(idle)} epochs), {statistics.median(during) if during else math.nan:.2f} s "
+        f"under it ({len(during)} epochs): slowdown {ratio:.2f}x"
     )
     return lines
 
@@ -380,51 +444,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=20, help="Load duration per database.")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10, help="Per throughput phase.")
+    parser.add_argument("--training-seconds", type=float, default=20, help="Mixed load.")
+    parser.add_argument("--connections", type=int, default=32, help="Of the mixed load.")
     parser.add_argument(
-        "--post-share", type=float, default=0.9, help="Share of requests that are POST /jobs."
+        "--post-share", type=float, default=0.9, help="Share of POST /jobs in the mixed load."
     )
     parser.add_argument("--get-limit", type=int, default=50, help="GET /jobs?limit= (a page).")
     parser.add_argument("--timeout", type=float, default=30, help="Per request, seconds.")
     parser.add_argument(
         "--databases", default="SQLite,PostgreSQL", help="Comma-separated: SQLite, PostgreSQL."
     )
-    parser.add_argument(
-        "--no-training", action="store_true", help="No queue worker, no training job."
-    )
-    parser.add_argument(
-        "--warm-epochs", type=int, default=2, help="Epochs the training job finishes first."
-    )
+    parser.add_argument("--no-training", action="store_true", help="Throughput phases only.")
+    parser.add_argument("--warm-epochs", type=int, default=2, help="Before any timing.")
+    parser.add_argument("--idle-epochs", type=int, default=5, help="Timed without load.")
     args = parser.parse_args()
-    # Every POST queues a job of the same user, and they stay queued behind the training
-    # job: the per-user cap (100 by default, 429 beyond) would answer most of the load.
+    # Every POST queues a job of the same user, and they stay queued: the per-user cap
+    # (100 by default, 429 beyond) would answer most of the load.
     os.environ.setdefault("RECU_MAX_QUEUED_PER_USER", str(10**9))
+    settings = {
+        k: v
+        for k, v in sorted(os.environ.items())
+        if k.startswith(("RECU_API_", "RECU_DB_", "RECU_AUTH"))
+    }
     print(
-        f"# {args.connections} connections, {args.seconds:.0f} s per database, "
-        f"{100 * args.post_share:.0f}% POST /jobs, the rest GET /jobs?limit={args.get_limit}; "
-        f"{'no training job' if args.no_training else 'a training job running'}; API: "
-        f"RECU_API_WORKERS={os.environ.get('RECU_API_WORKERS', '1')}, "
-        f"RECU_DB_POOL_SIZE={os.environ.get('RECU_DB_POOL_SIZE', 'default')}, "
-        f"RECU_MAX_QUEUED_PER_USER={os.environ['RECU_MAX_QUEUED_PER_USER']}, "
-        "auth: bearer token",
+        f"# {args.seconds:.0f} s per throughput phase; API settings: {settings or 'defaults'}; "
+        f"RECU_MAX_QUEUED_PER_USER={os.environ['RECU_MAX_QUEUED_PER_USER']}; auth: bearer token"
     )
     print(f"# {environment()}; {_server_stack()}")
     wanted = {name.strip().lower() for name in args.databases.split(",")}
     rows: list[str] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        targets = {"SQLite": f"sqlite:///{tmp}/load.db"}
+        targets: dict[str, Callable[[str], str]] = {
+            "SQLite": lambda tag: f"sqlite:///{tmp}/{tag}.db"
+        }
         try:
-            targets["PostgreSQL"] = stack.enter_context(scratch_schema(POSTGRES_URL, "load"))
+            stack.enter_context(scratch_schema(POSTGRES_URL, "probe"))
+            targets["PostgreSQL"] = lambda tag: stack.enter_context(
+                scratch_schema(POSTGRES_URL, tag)
+            )
         except Exception as err:  # no server: report and go on with SQLite
             print(f"PostgreSQL skipped: {type(err).__name__}: {str(err).splitlines()[0]}")
-        for name, url in targets.items():
-            if name.lower() in wanted:
-                for line in _measure(name, url, Path(tmp) / name, args):
-                    (rows if line.startswith("|") else notes).append(line)
-    print("| database | request | answered | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
+        for name, url_for in targets.items():
+            if name.lower() not in wanted:
+                continue
+            found = _throughput(name, url_for("load"), Path(tmp) / f"{name}-load", args)
+            if not args.no_training:
+                found += _beside_training(name, url_for("train"), Path(tmp) / f"{name}-train", args)
+            for line in found:
+                (rows if line.startswith("|") else notes).append(line)
+    print("| database | phase | request | answered | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print("\n".join(notes))
 

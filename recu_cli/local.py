@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from recu_cli.errors import load_settings, usage_error
+from recu_cli.errors import load_settings, stderr, usage_error
 from recu_cli.overrides import SpecError
 from recu_cli.specs import SetOption, build_spec, validate
-from recu_core.config import DatasetName, ModelName, TrainConfig
+from recu_core.config import DatasetName, InferenceEngine, ModelName, TrainConfig
 from recu_core.recipes import RecipeName
 from recu_core.settings import DataSettings
 
@@ -197,15 +197,34 @@ def evaluate(
         str | None, typer.Option(help="Dataset folder, if not where the run found it.")
     ] = None,
     device: Annotated[str, typer.Option()] = "auto",
+    engine: Annotated[
+        InferenceEngine,
+        typer.Option(
+            help="The 1-bit engine for a .bnn file: fast (Numba; falls back to reference, "
+            "saying why, where it cannot run) or reference (NumPy).",
+        ),
+    ] = InferenceEngine.FAST,
 ) -> None:
     """Evaluate a checkpoint (or a packed .bnn export, on the 1-bit engine) on the test
     split of the dataset it was trained on."""
+    import warnings
+
     from recu_core.data import DatasetError
     from recu_core.model_files import evaluate_file
 
     settings = load_settings(DataSettings)
     try:
-        result = evaluate_file(checkpoint, data_root=data_root, device=device, settings=settings)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            result = evaluate_file(
+                checkpoint,
+                data_root=data_root,
+                device=device,
+                settings=settings,
+                engine=engine.value,
+            )
+        for warning in caught:
+            stderr.print(f"warning: {warning.message}")
     except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
         raise usage_error(str(err)) from None
     console.print(f"test accuracy {result.accuracy:.4%} on {result.dataset}")

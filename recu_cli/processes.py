@@ -9,6 +9,7 @@ overflow) under the server's max_connections.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -34,6 +35,8 @@ def serve(
     import uvicorn
 
     settings = load_settings(ServiceSettings)  # every process reads them again: fail here
+    if settings.api_nice and hasattr(os, "nice"):
+        os.nice(settings.api_nice)  # the server processes inherit it
     uvicorn.run(
         "service.app:create_app",
         factory=True,

@@ -9,7 +9,8 @@ the allowed values.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal, Self
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,6 +37,14 @@ SteName = Literal["identity", "clipped", "approx_sign", "relu", "clipped_relu"]
 ScheduleKind = Literal["exponential", "linear", "constant"]
 
 
+class InferenceEngine(StrEnum):
+    """The 1-bit engine that runs a packed ``.bnn`` network (docs/export.md): ``fast``
+    (Numba kernels, the default) or ``reference`` (NumPy, the oracle)."""
+
+    FAST = "fast"
+    REFERENCE = "reference"
+
+
 #: One bound of dataset.crop_scale (the order of the two is checked by _crop_scale_ordered).
 CropFraction = Annotated[float, Field(gt=0.0, le=4.0)]
 
@@ -54,7 +63,12 @@ class StrictModel(BaseModel):
 
     @classmethod
     def from_fields(cls, model: BaseModel) -> Self:
-        """This model's part of a larger one (a request body that adds queue fields)."""
+        """This model's part of a larger one (a request body that adds queue fields). A
+        subclass instance was validated as this model already: its fields are taken as
+        they are (no second validation on the submit path)."""
+        if isinstance(model, cls):
+            fields = {name: getattr(model, name) for name in cls.model_fields}
+            return cast(Self, cls.model_construct(model.model_fields_set & set(fields), **fields))
         return cls.model_validate(model.model_dump(include=set(cls.model_fields)))
 
     def stored(self) -> dict[str, Any]:

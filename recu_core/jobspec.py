@@ -73,6 +73,17 @@ class CheckpointPolicy(StrictModel):
         le=1000,
         description="Keep the newest K checkpoints, and always the best epoch's (best_epoch).",
     )
+    export: bool = Field(
+        False,
+        description="When the job succeeds, its worker packs every checkpoint it keeps as a "
+        "1-bit .bnn file (GET /checkpoints/{id}/export serves it); training jobs only.",
+    )
+
+
+class ExportSpec(StrictModel):
+    """An export job: pack the stored checkpoint ``checkpoint_id`` as a ``.bnn`` file."""
+
+    checkpoint_id: int = Field(ge=1, description="The stored checkpoint to export.")
 
 
 class JobSpec(TrainConfig):

@@ -26,9 +26,11 @@ def evaluate_file(
     data_root: str | None = None,
     device: str = "auto",
     settings: DataSettings | None = None,
+    engine: str = "fast",
 ) -> Evaluation:
-    """Evaluate a checkpoint on ``device``, or a ``.bnn`` export on the CPU's packed
-    engine; ``data_root`` is where the dataset is now, if not where the run found it.
+    """Evaluate a checkpoint on ``device``, or a ``.bnn`` export on the CPU's 1-bit
+    ``engine`` (fast or reference, docs/export.md);
+    ``data_root`` is where the dataset is now, if not where the run found it.
     Raises DatasetError, ValueError (also for a manifest that lacks a key),
     FileNotFoundError or RuntimeError with a message that names the problem."""
     from recu_core.checkpoint import load_checkpoint
@@ -58,7 +60,7 @@ def evaluate_file(
     }
     if shape != expected_shape:
         raise ValueError(f"dataset shape {shape} differs from the checkpoint's {expected_shape}")
-    model = load_packed_model(raw) if packed else load_trained_model(ckpt)
+    model = load_packed_model(raw, engine=engine) if packed else load_trained_model(ckpt)
     accuracy = evaluate_accuracy(model, data, device="cpu" if packed else device)
     return Evaluation(accuracy=accuracy, dataset=data_cfg.name)
 

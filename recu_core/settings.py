@@ -125,6 +125,14 @@ class ServiceSettings(DatabaseSettings):
         description="Development only: no tokens, every request acts as the admin user "
         "'local'. The service warns at start-up and marks every response.",
     )
+    auth_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        validation_alias="RECU_AUTH_CACHE_S",
+        description="Seconds an API process keeps a live token's look-up (0: none): a "
+        "revoked token stops working within this bound.",
+    )
     data_dir: DataDir
     max_workers_per_job: int = Field(
         8,
@@ -173,6 +181,14 @@ class ServiceSettings(DatabaseSettings):
         ge=1,
         validation_alias="RECU_API_WORKERS",
         description="Server processes on the one port (each with its own database pool).",
+    )
+    api_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        validation_alias="RECU_API_NICE",
+        description="The API processes' nice value (Linux/macOS): above 0 they yield the "
+        "CPU to training on a shared machine (it only matters when the CPU is contended).",
     )
     api_access_log: bool = Field(
         True,
@@ -248,6 +264,39 @@ class WorkerSettings(DatabaseSettings):
         ge=0,
         validation_alias="RECU_WORKER_MAX_FAILURES",
         description="Ray Train restarts of a job's worker group after a worker dies.",
+    )
+    fair_share: bool = Field(
+        True,
+        validation_alias="RECU_FAIR_SHARE",
+        description="Claim the job of the user with the least decayed usage first (then "
+        "priority, then age); off: priority, then age.",
+    )
+    fair_share_half_life_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        validation_alias="RECU_FAIR_SHARE_HALF_LIFE_S",
+        description="Half-life of a user's usage (s): work done this long ago counts half.",
+    )
+    fair_share_cpu_weight: float = Field(
+        0.125,
+        ge=0,
+        validation_alias="RECU_FAIR_SHARE_CPU_WEIGHT",
+        description="Usage of one CPU of a CPU-only job, in GPUs (0.125: 8 CPUs weigh as one GPU).",
+    )
+    fair_share_age_s: float = Field(
+        86_400.0,
+        ge=0,
+        validation_alias="RECU_FAIR_SHARE_AGE_S",
+        description="A job that has waited this long (s) goes before every user's newer "
+        "jobs, whatever its owner's usage (0: no aging).",
+    )
+    reserve_after_s: float = Field(
+        600.0,
+        ge=0,
+        validation_alias="RECU_RESERVE_AFTER_S",
+        description="A job that has waited this long (s) and does not fit what is free is "
+        "reserved by a worker whose cluster can hold it, which then starts nothing else "
+        "until it fits (0: never reserve; smaller jobs always backfill).",
     )
     name: str = Field(
         default_factory=_worker_name,

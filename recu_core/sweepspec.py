@@ -149,19 +149,33 @@ class Scheduler(StrictModel):
 class SweepSpec(StrictModel):
     """A sweep: the job every trial starts from, what to search, and how."""
 
-    # The schema states it: search 'grid' enumerates values, so only grid and choice.
+    # The schema states both rules: search 'grid' enumerates values, so only grid and
+    # choice; and _trials_do_not_export.
     model_config = ConfigDict(
         json_schema_extra={
-            "if": {"properties": {"search": {"const": "grid"}}, "required": ["search"]},
-            "then": {
-                "properties": {
-                    "space": {
-                        "patternProperties": {
-                            "": {"properties": {"kind": {"enum": ["grid", "choice"]}}}
+            "allOf": [
+                {
+                    "if": {"properties": {"search": {"const": "grid"}}, "required": ["search"]},
+                    "then": {
+                        "properties": {
+                            "space": {
+                                "patternProperties": {
+                                    "": {"properties": {"kind": {"enum": ["grid", "choice"]}}}
+                                }
+                            }
+                        }
+                    },
+                },
+                {
+                    "properties": {
+                        "base": {
+                            "properties": {
+                                "checkpoint": {"properties": {"export": {"const": False}}}
+                            }
                         }
                     }
-                }
-            },
+                },
+            ]
         }
     )
 
@@ -182,3 +196,13 @@ class SweepSpec(StrictModel):
     mode: Literal["max", "min"] = "max"
     max_concurrent_trials: int = Field(1, ge=1, le=256)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random search.")
+
+    @model_validator(mode="after")
+    def _trials_do_not_export(self) -> Self:
+        """A sweep's trials are many short runs; their checkpoints export on request."""
+        if self.base.checkpoint.export:
+            raise ValueError(
+                "base.checkpoint.export is for training jobs, not sweep trials: export a "
+                "trial's checkpoint with POST /checkpoints/{id}/export"
+            )
+        return self

@@ -3,8 +3,9 @@
 SQLite (the embedded default): WAL journal, a busy timeout, foreign keys on, and every
 transaction opened with ``BEGIN IMMEDIATE``: a plain BEGIN that reads and then writes
 fails with "database is locked" under concurrency whatever the busy timeout, because the
-reader cannot upgrade its lock. PostgreSQL: pooled connections, pre-ping to survive a
-server restart; the queue claims with ``FOR UPDATE SKIP LOCKED``.
+reader cannot upgrade its lock. PostgreSQL: pooled connections, a connection idle for
+``PING_IF_IDLE_S`` pinged at checkout to survive a server restart; the queue claims with
+``FOR UPDATE SKIP LOCKED``.
 
 Pool: ``pool_size`` connections kept open (default 32) and ``max_overflow`` more opened
 under bursts (default 8) and closed again when returned; a process's entry point passes
@@ -26,9 +27,12 @@ past it SQLAlchemy raises its ``TimeoutError``, which the API answers 503 + Retr
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+import orjson
+from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from recu_core.settings import DatabaseSettings
@@ -54,6 +58,7 @@ def make_engine(
     if make_url(url).database not in {None, "", ":memory:"}:
         pool = {"pool_size": pool_size, "max_overflow": max_overflow}
         kwargs = {**pool, "pool_timeout": pool_timeout, **kwargs}
+    kwargs.setdefault("json_deserializer", json_loads)
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
@@ -61,7 +66,44 @@ def make_engine(
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "checkin", _note_checkin)
+    event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+#: A pooled PostgreSQL connection idle longer than this (seconds) is pinged at checkout
+#: (a dead one is replaced before use: a restarted server costs no request). One reused
+#: at once under load is not: a ping per checkout was one round trip of every request.
+PING_IF_IDLE_S = 1.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """SQLAlchemy's pessimistic disconnect handling, for idle connections only: a ping
+    that fails raises DisconnectionError, and the pool retries with a new connection."""
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is None or time.monotonic() - idle_since < PING_IF_IDLE_S:
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except Exception as err:  # the server went away (or restarted) while it was idle
+        raise exc.DisconnectionError(f"idle connection is dead: {err}") from err
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns decoded by orjson (the stdlib decoder was a hot spot of GET /jobs);
+    what only the stdlib reads (NaN or Infinity, which ``json.dumps`` writes for a
+    diverged metric on SQLite) falls back to it."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -71,6 +113,14 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # 2^x for the fair share's decay (recu_db.fairshare.settle): not every SQLite build
+    # has the math functions
+    dbapi_connection.create_function("recu_exp2", 1, _exp2, deterministic=True)
+
+
+def _exp2(x: float | None) -> float | None:
+    """2^x for x in [-1000, 0] (a negative age, from a clock behind, counts as 0)."""
+    return None if x is None else 2.0 ** min(max(x, -1000.0), 0.0)
 
 
 def _sqlite_begin(connection: Any) -> None:

@@ -12,12 +12,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -62,6 +64,10 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="user")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # fair share (recu_db.fairshare): finished work's decayed usage as of usage_at_s
+    # (Unix seconds: the decay is computed in SQL alike on both databases)
+    usage: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    usage_at_s: Mapped[float | None] = mapped_column(Float)
 
 
 class ApiToken(Base):
@@ -92,6 +98,15 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("parent_id", "trial_key"),
         UniqueConstraint("user_id", "idempotency_key"),
+        # the queued jobs alone (a claim's candidates), and the per-user cap's count
+        Index(
+            "ix_jobs_queued",
+            "priority",
+            "id",
+            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text("state = 'queued'"),
+        ),
+        Index("ix_jobs_user_state", "user_id", "state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -120,6 +135,10 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # this attempt's start
+    # a worker draining its cluster for this (wide) job, until then (recu_db.fairshare)
+    reserved_by: Mapped[str | None] = mapped_column(String(200))
+    reserved_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class JobEvent(Base):
@@ -200,6 +219,23 @@ class CheckpointChunk(Base):
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Export(Base):
+    """A checkpoint packed as a ``.bnn`` file by an export job (``job_id``); one per
+    checkpoint, deleted with it (ON DELETE CASCADE; the keep-K prune also deletes it)."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("checkpoints.id", ondelete="CASCADE"), unique=True
+    )
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Worker(Base):

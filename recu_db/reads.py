@@ -6,11 +6,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Row, Select, case, func, select
 from sqlalchemy.orm import Session
 
 from recu_db.models import Checkpoint, EpochMetric, EpochTelemetry, Job, JobEvent, LogLine
 from recu_db.states import TERMINAL, JobState
+
+
+def _listing(kind: str, state: str | None, user_id: int | None) -> list[Any]:
+    """WHERE of a listing: jobs of ``kind``, in ``state`` when given, ``user_id``'s when
+    given."""
+    return [
+        Job.kind == kind,
+        *([Job.state == state] if state else []),
+        *([Job.user_id == user_id] if user_id is not None else []),
+    ]
 
 
 def list_jobs(
@@ -24,14 +34,59 @@ def list_jobs(
 ) -> tuple[Sequence[Job], int]:
     """A page of jobs of ``kind`` (train, sweep or trial), newest first, and the total
     matching ``state``; only ``user_id``'s when given."""
-    where = [
-        Job.kind == kind,
-        *([Job.state == state] if state else []),
-        *([Job.user_id == user_id] if user_id is not None else []),
-    ]
+    where = _listing(kind, state, user_id)
     total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     rows = session.scalars(
         select(Job).where(*where).order_by(Job.id.desc()).offset(offset).limit(limit)
+    ).all()
+    return rows, total
+
+
+def _job_view() -> Select[Any]:
+    """A job's columns with what its public view adds, as correlated subqueries (one
+    statement, each an index look-up per row): ``latest_metrics`` (the newest epoch's),
+    ``started_at`` (first went running) and ``finished_at`` (reached a terminal state)."""
+    latest = (
+        select(EpochMetric.metrics)
+        .where(EpochMetric.job_id == Job.id)
+        .order_by(EpochMetric.epoch.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    started = select(func.min(JobEvent.at)).where(
+        JobEvent.job_id == Job.id, JobEvent.to_state == JobState.RUNNING
+    )
+    finished = select(func.max(JobEvent.at)).where(
+        JobEvent.job_id == Job.id, JobEvent.to_state.in_(TERMINAL)
+    )
+    return select(
+        *Job.__table__.c,
+        latest.label("latest_metrics"),
+        started.scalar_subquery().label("started_at"),
+        finished.scalar_subquery().label("finished_at"),
+    )
+
+
+def job_view(session: Session, job_id: int) -> Row[Any] | None:
+    """One job's row with ``latest_metrics``, ``started_at`` and ``finished_at``, in one
+    statement (Core: no ORM objects on the read path); None when there is no such job."""
+    return session.execute(_job_view().where(Job.id == job_id)).first()
+
+
+def job_views(
+    session: Session,
+    *,
+    state: str | None,
+    offset: int,
+    limit: int,
+    kind: str = "train",
+    user_id: int | None = None,
+) -> tuple[Sequence[Row[Any]], int]:
+    """``list_jobs`` as view rows (``job_view``): a page in one statement, and the total."""
+    where = _listing(kind, state, user_id)
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    rows = session.execute(
+        _job_view().where(*where).order_by(Job.id.desc()).offset(offset).limit(limit)
     ).all()
     return rows, total
 

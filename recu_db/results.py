@@ -23,7 +23,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from recu_db.models import Checkpoint, CheckpointChunk, EpochTelemetry, Job, LogLine
+from recu_db.models import Checkpoint, CheckpointChunk, EpochTelemetry, Export, Job, LogLine
 from recu_db.queue import Db, Lease, fence, utcnow
 
 CHUNK_BYTES = 1 << 20
@@ -128,6 +128,8 @@ def store_checkpoint(
             session.execute(
                 delete(CheckpointChunk).where(CheckpointChunk.checkpoint_id.in_(old_ids))
             )
+            # ON DELETE CASCADE does this too; explicit, so it holds whatever the pragmas
+            session.execute(delete(Export).where(Export.checkpoint_id.in_(old_ids)))
             session.execute(delete(Checkpoint).where(Checkpoint.id.in_(old_ids)))
     return ckpt
 
@@ -191,3 +193,34 @@ def iter_checkpoint_bytes(db: Db, checkpoint_id: int) -> Iterator[bytes]:
             return
         yield bytes(data)
         seq += 1
+
+
+def store_export(
+    db: Db, lease: Lease, checkpoint_id: int, data: bytes, *, now: datetime | None = None
+) -> Export | None:
+    """Store the ``.bnn`` bytes of the checkpoint's export (one per checkpoint: an earlier
+    one is replaced); None (nothing written) if the lease is stale or the checkpoint is
+    gone (pruned meanwhile)."""
+    now = now or utcnow()
+    with db.begin() as session:
+        if not _owned(session, lease, now):
+            return None
+        if session.get(Checkpoint, checkpoint_id) is None:
+            return None
+        session.execute(delete(Export).where(Export.checkpoint_id == checkpoint_id))
+        export = Export(
+            checkpoint_id=checkpoint_id,
+            job_id=lease.job_id,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            data=data,
+            created_at=now,
+        )
+        session.add(export)
+    return export
+
+
+def read_export(db: Db, checkpoint_id: int) -> Export | None:
+    """The checkpoint's stored export (metadata and bytes), None when none is stored."""
+    with db.begin() as session:
+        return session.scalars(select(Export).where(Export.checkpoint_id == checkpoint_id)).first()

@@ -16,11 +16,13 @@ from enum import StrEnum
 
 
 class JobKind(StrEnum):
-    """What a queue row is: a training job, a sweep, or one trial of a sweep."""
+    """What a queue row is: a training job, a sweep, one trial of a sweep, or the export
+    (``.bnn`` packing) of a stored checkpoint."""
 
     TRAIN = "train"
     SWEEP = "sweep"
     TRIAL = "trial"
+    EXPORT = "export"
 
 
 class JobState(StrEnum):

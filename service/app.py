@@ -25,6 +25,7 @@ from service.deps import current_principal
 from service.limits import AdmissionLimit, AllowHeader, BodySizeLimit
 from service.responses import AUTHENTICATED
 from service.routes import checkpoints, health, jobs, sweeps
+from service.token_cache import TokenCache
 
 log = logging.getLogger("recu.service")
 
@@ -50,6 +51,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_sessionmaker = make_read_sessionmaker(engine)
         app.state.settings = settings
+        app.state.token_cache = TokenCache(settings.auth_cache_s)
         app.state.dev_principal = None
         if settings.auth_disabled:
             log.warning(AUTH_DISABLED_WARNING)

@@ -1,8 +1,10 @@
 """Bearer-token authentication and ownership.
 
-Every route but the health checks depends on ``service.deps.current_principal``: a request without a
-live token is 401. A bearer or cookie token of the wrong shape (NUL, a lone surrogate,
-another alphabet or length) is 401 like an unknown one, before any query:
+Every route but the health checks depends on ``service.deps.current_principal``: a
+request without a live token is 401. A live token's look-up is kept for
+``RECU_AUTH_CACHE_S`` seconds (``service.token_cache``; 5 by default): a revoked token
+stops working within that bound. A bearer or cookie token of the wrong shape (NUL, a lone
+surrogate, another alphabet or length) is 401 like an unknown one, before any query:
 ``recu_db.tokens.authenticate`` checks ``token_shape`` first, for every caller here and
 in the dashboard's routes. The API's description (``/openapi.json``, ``/docs``,
 ``/redoc``) is public on purpose: it holds no data (docs/reliability.md, Security).
@@ -21,8 +23,11 @@ cancels a job (CSRF).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from recu_db.models import Job
@@ -47,13 +52,9 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def principal_for(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, session: Session
-) -> Principal:
-    """Who the request acts for (its token looked up on ``session``); 401 without one."""
-    dev: Principal | None = request.app.state.dev_principal
-    if dev is not None:
-        return dev
+def request_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The request's bearer token, else its session cookie (a state-changing cookie
+    request must carry the CSRF header); 401 without either."""
     token = credentials.credentials if credentials is not None else None
     if token is None:
         token = request.cookies.get(SESSION_COOKIE)
@@ -64,6 +65,11 @@ def principal_for(
                 status_code=status.HTTP_403_FORBIDDEN,
                 detail=f"a session-cookie request that changes state needs '{CSRF_HEADER}: 1'",
             )
+    return token
+
+
+def looked_up(token: str, session: Session) -> Principal:
+    """The principal of a live token, looked up on ``session``; 401 for anything else."""
     principal = authenticate(session, token)
     if principal is None:
         raise _unauthorized("invalid or revoked token")
@@ -75,5 +81,5 @@ def owner_filter(principal: Principal) -> int | None:
     return None if principal.admin else principal.user_id
 
 
-def can_see(principal: Principal, job: Job) -> bool:
+def can_see(principal: Principal, job: Job | Row[Any]) -> bool:
     return principal.admin or job.user_id == principal.user_id

@@ -1,11 +1,12 @@
 """Request dependencies: a session per request and validating lookups (404 in one place).
 
-One database connection per request at a time: the token is looked up on a short session
-of its own, closed (its connection back in the pool) before the handler's session takes
-one, and the handler's session is closed when the handler returns, before the response
-is sent (``scope="function"``), so a slow client never holds a connection. With the
-admission limit (``service.limits.AdmissionLimit``, at most pool + overflow requests at
-once) an admitted request never waits for a connection another admitted one holds.
+One database connection per request at a time: the token is looked up (when the token
+cache does not know it already, ``service.token_cache``) on a short session of its own,
+closed (its connection back in the pool) before the handler's session takes one, and
+the handler's session is closed when the handler returns, before the response is sent
+(``scope="function"``), so a slow client never holds a connection. With the admission
+limit (``service.limits.AdmissionLimit``, at most pool + overflow requests at once) an
+admitted request never waits for a connection another admitted one holds.
 """
 
 from __future__ import annotations
@@ -13,25 +14,30 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session, sessionmaker
 
 from recu_db.models import Checkpoint, Job
 from recu_db.tokens import Principal
-from service.auth import bearer, can_see, principal_for
+from service.auth import bearer, can_see, looked_up, request_token
 from service.config import ServiceSettings
+from service.token_cache import TokenCache
+
+# The plain accessors are ``async``: FastAPI runs a sync dependency on a worker thread
+# (a thread hop each); these only read app.state.
 
 
-def get_sessionmaker(request: Request) -> sessionmaker[Session]:
+async def get_sessionmaker(request: Request) -> sessionmaker[Session]:
     return request.app.state.sessionmaker
 
 
-def get_read_sessionmaker(request: Request) -> sessionmaker[Session]:
+async def get_read_sessionmaker(request: Request) -> sessionmaker[Session]:
     return request.app.state.read_sessionmaker
 
 
-def get_settings(request: Request) -> ServiceSettings:
+async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
@@ -48,15 +54,29 @@ def get_session(
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     makers: Annotated[sessionmaker[Session], Depends(get_read_sessionmaker)],
 ) -> Principal:
-    """The caller, its token looked up on a short read session of its own: closed before
-    the handler's session takes a connection (a request never holds two)."""
-    with makers() as session:
-        return principal_for(request, credentials, session)
+    """The caller: from the token cache, else its token looked up (on a worker thread) on
+    a short read session of its own, closed before the handler's session takes a
+    connection (a request never holds two)."""
+    dev: Principal | None = request.app.state.dev_principal
+    if dev is not None:
+        return dev
+    token = request_token(request, credentials)
+    cache: TokenCache = request.app.state.token_cache
+    principal = cache.get(token)
+    if principal is None:
+
+        def look_up() -> Principal:
+            with makers() as session:
+                return looked_up(token, session)
+
+        principal = await anyio.to_thread.run_sync(look_up)
+        cache.put(token, principal)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -9,8 +9,10 @@ From what the live workers published (``recu_db.cluster``: rows seen in the last
   Train worker fits on no node, or the nodes cannot hold N of them together;
 - ``waiting for resources: needs {...}, free now {...}``: it fits the cluster, not what
   is free now (other jobs hold it);
+- ``reserved by worker W: ...``: it waited ``RECU_RESERVE_AFTER_S`` without fitting, and
+  worker W drains its cluster for it;
 - ``waiting for a worker to claim it``: it fits what is free (a claim is due, or jobs of
-  higher priority go first).
+  users with less recent usage, or of higher priority, go first).
 
 A sweep's demand is its trials run at once (the row's cpus/gpus); a queued trial waits
 for its sweep. With ``reject_unschedulable`` set, a submit the cluster can never place is
@@ -26,14 +28,12 @@ from datetime import datetime
 from typing import Protocol
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from recu_core.jobspec import JobSpec, Resources
-from recu_core.sweepspec import SweepSpec
+from recu_core.jobspec import Resources
 from recu_db import cluster
-from recu_db.models import Job, Worker
-from recu_db.queue import Db
+from recu_db.models import Worker
+from recu_db.queue import Db, utcnow
 from recu_db.states import JobKind, JobState
 
 #: A worker that has not published for this long (seconds) counts as gone. Workers
@@ -42,6 +42,10 @@ LIVE_S = 60.0
 UNSCHEDULABLE = "unschedulable"
 NO_WORKER = f"no worker is connected to the queue (none has reported in {LIVE_S:.0f} s)"
 CLAIMABLE = "waiting for a worker to claim it"
+RESERVED = (
+    "reserved by worker {worker}: its cluster starts nothing else until this job fits "
+    "(it waited RECU_RESERVE_AFTER_S)"
+)
 _EPS = 1e-9
 
 
@@ -132,32 +136,45 @@ def reason(demand: Demand, workers: Sequence[Worker]) -> str:
     return f"waiting for resources: needs {fmt(need)}, free now {fmt(free)}"
 
 
-def demand_of(job: Job) -> Demand | None:
-    """A job's or a sweep's demand from its stored spec and row; None if unreadable."""
-    try:
-        if job.kind == JobKind.SWEEP:
-            resources = SweepSpec.model_validate(job.spec).base.resources
-        else:
-            resources = JobSpec.model_validate(job.spec).resources
-    except ValidationError:
-        return None
-    return Demand.of(resources, job.cpus)
+class QueuedRow(Protocol):
+    """What a pending reason reads of a job: a Job or a view row (``recu_db.reads``)."""
+
+    id: int
+    kind: str
+    state: str
+    parent_id: int | None
+    cpus: float
+    worker_cpus: float
+    worker_gpus: float
+    reserved_by: str | None
+    reserved_until: datetime | None
+
+
+def demand_of(job: QueuedRow) -> Demand:
+    """A job's or a sweep's demand from its row: ``cpus`` in Ray Train workers of
+    (``worker_cpus``, ``worker_gpus``) each, stored at submit from the spec's resources
+    (no parse of the stored spec on the read path)."""
+    per = {"CPU": job.worker_cpus, "GPU": job.worker_gpus}
+    return Demand(per, max(1, round(job.cpus / job.worker_cpus)))
 
 
 def pending_reasons(
-    session: Session, jobs: Iterable[Job], now: datetime | None = None
+    session: Session, jobs: Iterable[QueuedRow], now: datetime | None = None
 ) -> dict[int, str]:
     """The pending reason of each queued job among ``jobs`` (one read of the workers)."""
     queued = [j for j in jobs if j.state == JobState.QUEUED]
     if not queued:
         return {}
+    now = now or utcnow()
     workers = cluster.live_workers(session, now, LIVE_S)
     out = {}
     for job in queued:
         if job.kind == JobKind.TRIAL:
             out[job.id] = f"waiting for its sweep (#{job.parent_id}) to start it"
-        elif (demand := demand_of(job)) is not None:
-            out[job.id] = reason(demand, workers)
+        elif job.reserved_by is not None and job.reserved_until and job.reserved_until > now:
+            out[job.id] = RESERVED.format(worker=job.reserved_by)
+        else:
+            out[job.id] = reason(demand_of(job), workers)
     return out
 
 

@@ -20,7 +20,9 @@ class JobCreate(JobSpec):
 
 class JobPublic(BaseModel):
     id: int
-    kind: JobKind = Field(description="train, or trial (one run of a sweep: parent_id).")
+    kind: JobKind = Field(
+        description="train, trial (one run of a sweep: parent_id), or export (packs a checkpoint)."
+    )
     parent_id: int | None
     state: JobState
     terminal: bool = Field(description="The state is final: nothing will change any more.")
@@ -95,6 +97,23 @@ class CheckpointPublic(BaseModel):
     metrics: dict[str, Any]
     created_at: datetime
     best: bool = Field(False, description="The checkpoint of the job's best_epoch.")
+
+
+class ExportPublic(BaseModel):
+    """A stored ``.bnn`` export of a checkpoint."""
+
+    checkpoint_id: int
+    sha256: str
+    size: int
+    download_url: str = Field(description="GET it for the .bnn bytes.")
+
+
+class ExportPending(BaseModel):
+    """An export job of the checkpoint, queued or running: poll GET /jobs/{job_id}."""
+
+    checkpoint_id: int
+    job_id: int
+    state: str
 
 
 class CancelResult(BaseModel):

@@ -31,11 +31,17 @@ def nodes() -> list[dict[str, float]]:
     ]
 
 
-def largest_node() -> tuple[float, float]:
-    """(cpus, gpus): the most CPUs and the most GPUs any one alive node has (taken per
-    resource, so a worker needing both may still find no single node: Ray then waits)."""
-    alive = nodes() or [{"CPU": 0.0, "GPU": 0.0}]
+def largest_node(alive: list[dict[str, float]]) -> tuple[float, float]:
+    """(cpus, gpus): the most CPUs and the most GPUs any one of the ``alive`` nodes has
+    (taken per resource, so a worker needing both may still find no single node: Ray
+    then waits)."""
+    alive = alive or [{"CPU": 0.0, "GPU": 0.0}]
     return max(n["CPU"] for n in alive), max(n["GPU"] for n in alive)
+
+
+def total(alive: list[dict[str, float]]) -> tuple[float, float]:
+    """(cpus, gpus) of the ``alive`` nodes together."""
+    return sum(n["CPU"] for n in alive), sum(n["GPU"] for n in alive)
 
 
 def publish_until(

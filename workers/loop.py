@@ -23,11 +23,13 @@ from sqlalchemy.exc import DBAPIError
 from recu_core.settings import WorkerSettings
 from recu_db import queue, results
 from recu_db.engine import make_engine, make_sessionmaker
+from recu_db.fairshare import ClaimPolicy
 from recu_db.queue import Lease
 from recu_db.retry import is_transient, retry_transient
 from recu_db.states import JobKind, JobState
 from workers import cluster_view
 from workers.capacity import Capacity
+from workers.export import export_kept, run_export
 from workers.failures import is_outage
 from workers.stops import JobStoppedError
 from workers.sweep import run_sweep
@@ -53,7 +55,9 @@ def _heartbeat(db: queue.Db, lease: Lease, lease_s: float, stop: threading.Event
             pause = min(lease_s / 3, MISSED_BEAT_RETRY_S)
 
 
-def _give_back(db: queue.Db, lease: Lease, lease_s: float, err: BaseException) -> None:
+def _give_back(
+    db: queue.Db, lease: Lease, lease_s: float, err: BaseException, policy: ClaimPolicy
+) -> None:
     """A run ended on a database outage: requeue the job (``queue.release``, retried for
     up to a lease while the database is away); if it stays away, the lease lapses and
     the reaper requeues the job once it is back. Either way it costs one attempt, and the
@@ -61,7 +65,9 @@ def _give_back(db: queue.Db, lease: Lease, lease_s: float, err: BaseException) -
     its last attempt."""
     reason = f"database unavailable ({type(err).__name__})"
     try:
-        state = retry_transient(lambda: queue.release(db, lease, reason), seconds=lease_s)
+        state = retry_transient(
+            lambda: queue.release(db, lease, reason, policy=policy), seconds=lease_s
+        )
     except DBAPIError as still:
         if not is_transient(still):
             raise
@@ -70,15 +76,33 @@ def _give_back(db: queue.Db, lease: Lease, lease_s: float, err: BaseException) -
     log.warning("job %d: %s; now %s", lease.job_id, reason, state or "no longer ours")
 
 
-def _claim(db: queue.Db, settings: WorkerSettings, capacity: Capacity) -> Lease | None:
+def claim_policy(settings: WorkerSettings) -> ClaimPolicy:
+    """The claim policy of the worker's settings (fair share, wide-job reservations);
+    a reservation lapses one lease after the reserving worker's last claim attempt."""
+    return ClaimPolicy(
+        fair_share=settings.fair_share,
+        half_life_s=settings.fair_share_half_life_s,
+        cpu_weight=settings.fair_share_cpu_weight,
+        age_s=settings.fair_share_age_s or None,
+        reserve_after_s=settings.reserve_after_s or None,
+        reservation_s=settings.lease_s,
+    )
+
+
+def _claim(
+    db: queue.Db, settings: WorkerSettings, capacity: Capacity, policy: ClaimPolicy
+) -> Lease | None:
+    alive = cluster_view.nodes()
     with capacity.lock:
-        queue.reap(db)
+        queue.reap(db, policy=policy)
         lease = queue.claim(
             db,
             settings.name,
             lease_s=settings.lease_s,
             free=capacity.free(),
-            largest_node=cluster_view.largest_node(),
+            largest_node=cluster_view.largest_node(alive),
+            total=cluster_view.total(alive),
+            policy=policy,
         )
         if lease is not None:
             capacity.hold(lease.job_id, (lease.cpus, lease.gpus))
@@ -87,7 +111,8 @@ def _claim(db: queue.Db, settings: WorkerSettings, capacity: Capacity) -> Lease 
 
 def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
     """Claim one job that fits and run it to its end; False when none could be claimed."""
-    lease = _claim(db, settings, capacity)
+    policy = claim_policy(settings)  # the same for the claim and the job's end
+    lease = _claim(db, settings, capacity, policy)
     if lease is None:
         return False
     with capacity.releasing(lease.job_id):
@@ -100,7 +125,9 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
             state, error, lines, reason = JobState.SUCCEEDED, None, list[str](), ""
             outage: BaseException | None = None
             try:
-                if lease.kind == JobKind.SWEEP:
+                if lease.kind == JobKind.EXPORT:
+                    run_export(lease, db)
+                elif lease.kind == JobKind.SWEEP:
                     run_sweep(
                         lease,
                         database_url=settings.database_url,
@@ -115,6 +142,8 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
                         runs_dir=settings.runs_dir,
                         max_failures=settings.max_failures,
                     )
+                    if lease.kind == JobKind.TRAIN and lease.job.checkpoint.export:
+                        export_kept(lease, db)
             except JobStoppedError:  # cancelled (or no longer ours: the fence drops it)
                 state, reason = JobState.CANCELLED, "stopped on request"
                 lines = ["stopped on request: the job was cancelled"]
@@ -127,9 +156,9 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
                 state, error = JobState.FAILED, f"{type(err).__name__}: {err}"
                 lines = "".join(traceback.format_exception(err)).splitlines()
             if outage is not None:
-                _give_back(db, lease, settings.lease_s, outage)
+                _give_back(db, lease, settings.lease_s, outage, policy)
             else:
-                _record_end(db, lease, settings.lease_s, state, reason, error, lines)
+                _record_end(db, lease, settings.lease_s, state, reason, error, lines, policy)
         finally:
             stop.set()
             beat.join()
@@ -144,6 +173,7 @@ def _record_end(
     reason: str,
     error: str | None,
     lines: list[str],
+    policy: ClaimPolicy,
 ) -> None:
     """The job's end, retried through a database outage for up to a lease (every write is
     fenced); an outage longer than that leaves the job to its lapsing lease: the reaper
@@ -153,7 +183,8 @@ def _record_end(
         if lines:
             retry_transient(lambda: results.append_logs(db, lease, lines), seconds=lease_s)
         retry_transient(
-            lambda: queue.finish(db, lease, state, reason=reason, error=error), seconds=lease_s
+            lambda: queue.finish(db, lease, state, reason=reason, error=error, policy=policy),
+            seconds=lease_s,
         )
     except DBAPIError as err:
         if not is_transient(err):

@@ -254,6 +254,9 @@ def _run_sweep(
                 max_concurrent_trials=spec.max_concurrent_trials,
                 trial_name_creator=functools.partial(trial_name, lease.job_id),
                 trial_dirname_creator=functools.partial(trial_name, lease.job_id),
+                # the next trial runs in the actor the last one used (torch, Ray Train and
+                # the dataset already loaded), not in a fresh one: 6 s per trial before
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=f"sweep-{lease.job_id}-attempt-{lease.attempt}",

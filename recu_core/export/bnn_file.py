@@ -27,8 +27,9 @@ from recu_core.checkpoint import (
     load_checkpoint,
     upgrade_manifest,
 )
-from recu_core.config import TrainConfig
+from recu_core.config import InferenceEngine, TrainConfig
 from recu_core.export.bits import WORD_BITS, as_int32, pack_bits, sign_bits
+from recu_core.export.engines import resolve
 from recu_core.export.packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 from recu_core.layers import BinaryConv2d, BinaryLinear, binary_layers
 from recu_core.models import create_model
@@ -215,8 +216,15 @@ def read_bnn(data: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, manifest
 
 
-def load_packed_model(source: str | Path | bytes) -> nn.Module:
-    """The packed network of a ``.bnn`` file, ready for inference (eval mode)."""
+def load_packed_model(
+    source: str | Path | bytes, *, engine: InferenceEngine | str = InferenceEngine.FAST
+) -> nn.Module:
+    """The packed network of a ``.bnn`` file, ready for inference (eval mode), its binary
+    layers on ``engine`` (``fast`` falls back to ``reference`` with an
+    ``EngineFallbackWarning`` naming the reason where Numba cannot run). On the fast
+    engine the model takes its input channels-last, so that the float layers between the
+    binary ones (oneDNN) and the kernels share one layout and nothing is reordered."""
+    engine = resolve(engine)
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     tensors, manifest = read_bnn(data)
     config = TrainConfig.model_validate(manifest["config"])
@@ -245,4 +253,16 @@ def load_packed_model(source: str | Path | bytes) -> nn.Module:
         if spec["folded_batchnorm"]:
             _set(model, spec["folded_batchnorm"], nn.Identity())
     model.load_state_dict(tensors, strict=True)
+    for module in model.modules():
+        if isinstance(module, PackedBinaryConv2d | PackedBinaryLinear):
+            module.engine = engine
+    if engine is InferenceEngine.FAST:
+        model.register_forward_pre_hook(_channels_last)
     return model.eval()
+
+
+def _channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    x, *rest = args
+    if isinstance(x, Tensor) and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return (x, *rest)

@@ -13,7 +13,14 @@ scale = alpha and bias = 0, or with the BatchNorm folded in:
     scale = gamma * alpha / sqrt(var + eps),  bias = beta - gamma * mean / sqrt(var + eps)
 
 scale and bias are kept in float64 (16 bytes per channel) so that the folding adds no
-rounding of its own; they are applied in the input's dtype.
+rounding of its own, and ``scale * dot + bias`` is computed in float64 (the integer dot
+is exact there) and rounded once to the input's dtype: each output is the nearest float32
+to the folded affine map, closer to the exact value than the float layer's own chain of
+float32 steps, and both engines round it identically.
+
+Each layer runs on one of two engines (``InferenceEngine``): ``reference`` (NumPy, im2col
+and ``bits.xnor_dot``) or ``fast`` (Numba kernels on channel-packed bits); ``engine`` is
+set by ``load_packed_model`` and both give the same integer sums.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recu_core.config import InferenceEngine
 from recu_core.export.bits import from_int32, pack_bits, sign_bits, words_for, xnor_dot
+from recu_core.export.engines import channel_packed_filters, fast_conv
 
 _MAX_COLUMN_ELEMENTS = 1 << 24  # input columns unfolded per chunk (64 MiB of float32)
 
@@ -49,6 +58,23 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("scale", torch.ones(out_channels, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(out_channels, dtype=torch.float64))
         self._masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.engine = InferenceEngine.REFERENCE
+        self._filters: np.ndarray | None = None  # the fast engine's layout, built once
+
+    def _fast(self, x: Tensor) -> Tensor:
+        if self._filters is None:
+            self._filters = channel_packed_filters(
+                from_int32(self.bits), self.in_channels, self.kernel_size
+            )
+        return fast_conv(
+            x,
+            self._filters,
+            self.scale.numpy(),
+            self.bias.numpy(),
+            self.stride,
+            self.padding,
+            self.in_channels,
+        )
 
     def _mask(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Packed valid-element bits (W, L) and the valid count per position (L,)."""
@@ -61,6 +87,8 @@ class PackedBinaryConv2d(nn.Module):
         return self._masks[key]
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, out, H', W')
+        if self.engine is InferenceEngine.FAST:
+            return self._fast(x)
         b, _, h, w = x.shape
         oh = (h + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
         ow = (w + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
@@ -74,10 +102,9 @@ class PackedBinaryConv2d(nn.Module):
                 x[start : start + step], self.kernel_size, padding=self.padding, stride=self.stride
             )
             dots.append(xnor_dot(pack_bits(sign_bits(cols), axis=1), weights, mask, valid))
-        dot = torch.from_numpy(np.concatenate(dots)).to(x.dtype)
-        scale, bias = self.scale.to(x.dtype), self.bias.to(x.dtype)
-        out = dot * scale[None, :, None] + bias[None, :, None]
-        return out.view(b, self.out_channels, oh, ow)
+        dot = torch.from_numpy(np.concatenate(dots)).double()
+        out = dot * self.scale.double()[None, :, None] + self.bias.double()[None, :, None]
+        return out.to(x.dtype).view(b, self.out_channels, oh, ow)
 
     def extra_repr(self) -> str:
         return (
@@ -102,8 +129,25 @@ class PackedBinaryLinear(nn.Module):
         # no padding: every element is real, one "position"
         self._mask = pack_bits(np.ones((in_features, 1), np.uint8), axis=0)
         self._valid = np.array([in_features], dtype=np.int32)
+        self.engine = InferenceEngine.REFERENCE
+        self._filters: np.ndarray | None = None
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, out)
+        if self.engine is InferenceEngine.FAST:  # a 1x1 conv on a 1x1 image
+            if self._filters is None:
+                self._filters = channel_packed_filters(
+                    from_int32(self.bits), self.in_features, (1, 1)
+                )
+            out = fast_conv(
+                x[:, :, None, None],
+                self._filters,
+                self.scale.numpy(),
+                self.bias.numpy(),
+                (1, 1),
+                (0, 0),
+                self.in_features,
+            )
+            return out[:, :, 0, 0]
         a = pack_bits(sign_bits(x), axis=1)[:, :, None]  # (B, W, 1)
         dot = torch.from_numpy(xnor_dot(a, from_int32(self.bits), self._mask, self._valid)[:, :, 0])
-        return dot.to(x.dtype) * self.scale.to(x.dtype) + self.bias.to(x.dtype)
+        return (dot.double() * self.scale.double() + self.bias.double()).to(x.dtype)

@@ -1,7 +1,7 @@
 """/checkpoints: metadata, streamed download (safetensors, sha256 as ETag), and the
-bit-packed ``.bnn`` export.
+bit-packed ``.bnn`` export (packed by an export job in a worker, stored in ``exports``).
 
-Both read the checkpoint whole, from one database snapshot, into a temporary file (in
+The download reads the checkpoint whole, from one database snapshot, into a temporary file (in
 memory up to SPOOL_BYTES) before the status line is sent (``results.read_checkpoint``),
 so a checkpoint pruned by keep-K while it is requested is either a complete body with
 the right sha256 (the snapshot predates the prune) or a 404 with no body (it was gone
@@ -10,24 +10,28 @@ only for the read, never while a slow client drains the body."""
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from recu_db.models import Checkpoint
-from recu_db.results import CHUNK_BYTES, read_checkpoint
+from recu_db import queue
+from recu_db.models import Checkpoint, Export, Job
+from recu_db.results import CHUNK_BYTES, read_checkpoint, read_export
 from service.auth import owner_filter
-from service.deps import CheckpointDep, Id, PrincipalDep, ReadSessionMakerDep
+from service.deps import (
+    CheckpointDep,
+    Id,
+    PrincipalDep,
+    ReadSessionMakerDep,
+    SessionDep,
+    SessionMakerDep,
+)
 from service.responses import NOT_FOUND
-from service.schemas import CheckpointPublic
+from service.schemas import CheckpointPublic, ExportPending, ExportPublic
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
@@ -87,73 +91,77 @@ def _chunks(body: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-EXPORT_TIMEOUT_S = 600
+EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": ExportPending, "description": "an export job is queued or running"},
+    **NOT_FOUND,
+}
+
+
+@router.post(
+    "/{checkpoint_id}/export",
+    response_model=ExportPublic,
+    responses=EXPORT_RESPONSES,
+)
+def request_export(
+    ckpt: CheckpointDep, session: SessionDep, makers: SessionMakerDep
+) -> ExportPublic | JSONResponse:
+    """Pack the checkpoint as a ``.bnn`` file (docs/export.md) in a worker: 200 with the
+    stored export, else 202 with the export job (queued now, or already queued or
+    running: concurrent requests share one job). A failed job lets a later request queue
+    a new one."""
+    job = session.get(Job, ckpt.job_id)
+    owner = job.user_id if job is not None else None
+    session.close()  # the read session's connection is not held while writing
+    stored, pending, _ = queue.submit_export(makers, ckpt.id, user_id=owner)
+    if stored is not None:
+        return _export_public(stored)
+    assert pending is not None
+    return _pending(ckpt.id, pending)
+
+
+def _export_public(stored: Export) -> ExportPublic:
+    return ExportPublic(
+        checkpoint_id=stored.checkpoint_id,
+        sha256=stored.sha256,
+        size=stored.size,
+        download_url=f"/checkpoints/{stored.checkpoint_id}/export",
+    )
+
+
+def _pending(checkpoint_id: int, job: Job) -> JSONResponse:
+    body = ExportPending(checkpoint_id=checkpoint_id, job_id=job.id, state=job.state)
+    return JSONResponse(body.model_dump(), status_code=202, headers={"Retry-After": "5"})
 
 
 @router.get(
     "/{checkpoint_id}/export",
     response_class=Response,
-    responses={
-        200: {"content": {"application/octet-stream": {}}},
-        422: {"description": "the checkpoint cannot be exported (e.g. not a binary model)"},
-        503: {"description": "packing took longer than the export timeout (Retry-After)"},
-        **NOT_FOUND,
-    },
+    responses={200: {"content": {"application/octet-stream": {}}}, **EXPORT_RESPONSES},
 )
 def export_checkpoint(
-    checkpoint_id: Id, principal: PrincipalDep, makers: ReadSessionMakerDep
+    ckpt: CheckpointDep, session: SessionDep, makers: ReadSessionMakerDep
 ) -> Response:
-    """The checkpoint as a ``.bnn`` file: binary layers as packed sign bits (docs/export.md).
-
-    Packing needs torch, which never loads in the API's process: the stored bytes go to a
-    temporary file and ``python -m recu_core.export`` packs them in a child process, after
-    checking them against the stored sha256.
-    """
-    with tempfile.TemporaryDirectory(prefix="recu-export-") as tmp:
-        source, target = Path(tmp) / "checkpoint.safetensors", Path(tmp) / "model.bnn"
-        with open(source, "wb") as f:
-            ckpt = _read(makers, checkpoint_id, principal, f)
-        try:
-            done = _pack(source, target, ckpt.sha256)
-        except subprocess.TimeoutExpired as err:  # the child is killed by subprocess.run
-            raise HTTPException(
-                status_code=503,
-                detail=f"exporting checkpoint {ckpt.id} took over {EXPORT_TIMEOUT_S:.0f} s",
-                headers={"Retry-After": "60"},
-            ) from err
-        if done.returncode != 0:
-            reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
-            raise HTTPException(
-                status_code=422, detail=f"cannot export checkpoint {ckpt.id}: {reason}"
-            )
-        data = target.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
+    """The checkpoint's stored ``.bnn`` export: binary layers as packed sign bits
+    (docs/export.md), made by an export job (``POST /checkpoints/{id}/export``); 202 with
+    the job while it is queued or running, 404 when there is none."""
+    pending = queue.active_export(session, ckpt.id)
+    session.close()
+    stored = read_export(makers, ckpt.id)
+    if stored is None:
+        if pending is not None:
+            return _pending(ckpt.id, pending)
+        raise HTTPException(
+            status_code=404,
+            detail=f"checkpoint {ckpt.id} has no export: POST /checkpoints/{ckpt.id}/export "
+            "queues one",
+        )
     return Response(
-        data,
+        stored.data,
         media_type="application/octet-stream",
         headers={
-            "ETag": f'"{sha}"',
-            "X-Export-SHA256": sha,
+            "ETag": f'"{stored.sha256}"',
+            "X-Export-SHA256": stored.sha256,
             "X-Source-Checkpoint-SHA256": ckpt.sha256,
             "Content-Disposition": f'attachment; filename="job{ckpt.job_id}-epoch{ckpt.epoch}.bnn"',
         },
-    )
-
-
-def _pack(source: Path, target: Path, sha256: str) -> subprocess.CompletedProcess[str]:
-    """``python -m recu_core.export`` in a child process (torch loads there, not here)."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recu_core.export",
-            str(source),
-            "-o",
-            str(target),
-            "--expected-sha256",
-            sha256,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=EXPORT_TIMEOUT_S,
     )

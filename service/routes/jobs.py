@@ -7,13 +7,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Row
 
 from recu_core.jobspec import JobSpec, Resources
 from recu_core.paths import RootOutsideDataDirError, confined_root
 from recu_db import queue, reads
 from recu_db.models import Job
 from recu_db.states import JobState, is_terminal
-from service.auth import owner_filter
+from service.auth import can_see, owner_filter
 from service.config import ServiceSettings
 from service.deps import Id, JobDep, PrincipalDep, SessionDep, SessionMakerDep, SettingsDep
 from service.pending import pending_reasons, refuse_unschedulable
@@ -34,13 +35,15 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 def to_public(
-    job: Job,
-    latest: dict[int, dict] | None = None,
-    times: dict[int, tuple[datetime | None, datetime | None]] | None = None,
-    pending: dict[int, str] | None = None,
+    job: Job | Row[Any],
+    latest: dict[str, Any] | None = None,
+    started: datetime | None = None,
+    finished: datetime | None = None,
+    pending_reason: str | None = None,
 ) -> JobPublic:
-    started, finished = (times or {}).get(job.id, (None, None))
-    metrics = (latest or {}).get(job.id) or {}
+    """The public view of a job (a Job, or a ``recu_db.reads`` view row) and what its
+    view adds: the newest epoch's metrics, when it started and finished, why it waits."""
+    metrics = latest or {}
     best_epoch = metrics.get("best_epoch")
     return JobPublic(
         id=job.id,
@@ -48,7 +51,7 @@ def to_public(
         parent_id=job.parent_id,
         state=job.state,
         terminal=is_terminal(job.state),
-        pending_reason=(pending or {}).get(job.id),
+        pending_reason=pending_reason,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
         priority=job.priority,
@@ -56,7 +59,7 @@ def to_public(
         best_test_acc=metrics.get("best_test_acc"),
         best_epoch=None if best_epoch is None else int(best_epoch),
         last_test_acc=metrics.get("test_acc"),
-        latest_metrics=(latest or {}).get(job.id),
+        latest_metrics=latest,
         error=job.error,
         spec=job.spec,
         created_at=job.created_at,
@@ -64,6 +67,11 @@ def to_public(
         started_at=started,
         finished_at=finished,
     )
+
+
+def view_public(row: Row[Any], pending: dict[int, str]) -> JobPublic:
+    """``to_public`` of a view row (``recu_db.reads.job_view``)."""
+    return to_public(row, row.latest_metrics, row.started_at, row.finished_at, pending.get(row.id))
 
 
 def check_limits(
@@ -173,7 +181,7 @@ def list_jobs(
     """The caller's jobs (an admin's: everyone's), newest first, optionally filtered by
     state; ``kind=trial`` lists sweeps' trials instead (sweeps themselves: /sweeps)."""
     limit = min(limit, settings.page_size_limit)
-    rows, total = reads.list_jobs(
+    rows, total = reads.job_views(
         session,
         state=state,
         kind=kind,
@@ -181,11 +189,9 @@ def list_jobs(
         limit=limit,
         user_id=owner_filter(principal),
     )
-    ids = [j.id for j in rows]
-    latest, times = reads.latest_metrics(session, ids), reads.run_times(session, ids)
     pending = pending_reasons(session, rows)
     return JobPage(
-        items=[to_public(j, latest, times, pending) for j in rows],
+        items=[view_public(row, pending) for row in rows],
         total=total,
         offset=offset,
         limit=limit,
@@ -193,14 +199,13 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
-def get_job(job: JobDep, session: SessionDep) -> JobPublic:
-    """The job; a queued one says why it has not started (``pending_reason``)."""
-    return to_public(
-        job,
-        reads.latest_metrics(session, [job.id]),
-        reads.run_times(session, [job.id]),
-        pending_reasons(session, [job]),
-    )
+def get_job(job_id: Id, session: SessionDep, principal: PrincipalDep) -> JobPublic:
+    """The job; a queued one says why it has not started (``pending_reason``). One
+    statement (two for a queued job: the workers' published resources)."""
+    row = reads.job_view(session, job_id)
+    if row is None or not can_see(principal, row):
+        raise HTTPException(status_code=404, detail=f"no job {job_id}")
+    return view_public(row, pending_reasons(session, [row]))
 
 
 @router.get("/{job_id}/metrics", response_model=list[EpochMetrics], responses=NOT_FOUND)

@@ -13,7 +13,9 @@ Three configurations: the defaults (where this machine serves the whole burst), 
 that force each back-pressure path to answer: a tiny admission limit that never waits
 (503 from ``service.limits.AdmissionLimit``), and more requests admitted than the pool has
 connections, with a checkout time-out of 10 ms (503 from the pool's TimeoutError,
-``service.errors.pool_exhausted``; a 500 before).
+``service.errors.pool_exhausted``; a 500 before). In those two, which requests win a slot
+depends on the machine's load (a loaded one may refuse every POST: seen in CI), so they
+require refusals and exactness, not that some POST got through; the defaults do.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def test_a_burst_is_answered_201_or_503_and_stores_exactly_the_201s(
             assert all(refusal in (a.detail or "") for a in refused), refused[:3]
 
         created = [a for a in answers if a.kind == "POST" and a.status == 201]
-        assert created, "no POST of the burst was served at all"
+        if refusal is None:  # a forced refusal may, on a loaded machine, refuse every POST
+            assert created, "no POST of the burst was served at all"
         assert len({a.job_id for a in created}) == len(created)  # distinct jobs
         stored = stored_keys(database_url, "burst-t-")
         assert set(stored) == {a.key for a in created}  # nothing stored without its 201

@@ -77,7 +77,10 @@ def test_concurrent_slots_run_jobs_side_by_side_and_never_overbook_ray(
     first, _ = queue.submit(db, _spec(epochs=1, resources=one), priority=1)
     second, _ = queue.submit(db, _spec(epochs=1, resources=one), priority=1)
     # 2 DDP workers (gloo): the whole instance; a checkpoint every epoch, the last one kept
-    wide, _ = queue.submit(db, _spec(epochs=2, checkpoint={"every_epochs": 1, "keep": 1}))
+    # and exported by the worker when the job succeeds
+    wide, _ = queue.submit(
+        db, _spec(epochs=2, checkpoint={"every_epochs": 1, "keep": 1, "export": True})
+    )
 
     serve(
         WorkerSettings(database_url=url, runs_dir=tmp_path / "runs", lease_s=30, concurrency=3),
@@ -118,3 +121,43 @@ def _check_the_ddp_job(read, job_id, tmp_path):
         model, load_dataset(DatasetConfig(name="digits", num_test=64, num_train=256)), device="cpu"
     )
     assert accuracy == pytest.approx(history[-1].metrics["test_acc"], abs=1e-9)
+    # checkpoint.export: every kept checkpoint has its .bnn, packed from its stored bytes,
+    # and the newest evaluates on the 1-bit engine to the float model's accuracy
+    from recu_core.export.bnn_file import read_bnn
+    from recu_core.model_files import evaluate_file
+
+    exports = [results.read_export(read, c.id) for c in stored]
+    assert all(e is not None and e.job_id == job_id for e in exports)
+    assert [read_bnn(e.data)[1]["source_sha256"] for e in exports] == [c.sha256 for c in stored]
+    packed = tmp_path / "final.bnn"
+    packed.write_bytes(exports[-1].data)
+    assert evaluate_file(packed).accuracy == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_an_export_job_runs_in_a_real_worker_and_stores_the_bnn(
+    tmp_path, local_ray, sqlite_database, trained_checkpoint
+):
+    import io
+
+    from recu_core.export.bnn_file import read_bnn
+    from recu_db.states import JobState
+
+    db = sqlite_database.db
+    queue.submit(db, _spec(epochs=1))
+    train = queue.claim(db, "test", lease_s=60)
+    ckpt = results.store_checkpoint(
+        db, train, 1, {}, io.BytesIO(trained_checkpoint.read_bytes()), keep=1
+    )
+    assert queue.finish(db, train, JobState.SUCCEEDED)
+    _, job, created = queue.submit_export(db, ckpt.id)
+    assert created
+    settings = WorkerSettings(
+        database_url=sqlite_database.url, runs_dir=tmp_path / "runs", lease_s=30
+    )
+    serve(settings, exit_when_idle=True)
+    with sqlite_database.read() as session:
+        assert session.get(type(job), job.id).state == "succeeded"
+    stored = results.read_export(db, ckpt.id)
+    assert stored is not None
+    assert stored.job_id == job.id
+    assert read_bnn(stored.data)[1]["source_sha256"] == ckpt.sha256

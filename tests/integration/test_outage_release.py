@@ -96,7 +96,7 @@ class _FixedCapacity(Capacity):
 
 
 def _run_one(monkeypatch, url: str, db: queue.Db, run: Any) -> None:
-    monkeypatch.setattr(loop.cluster_view, "largest_node", lambda: (64.0, 0.0))
+    monkeypatch.setattr(loop.cluster_view, "nodes", lambda: [{"CPU": 64.0, "GPU": 0.0}])
     monkeypatch.setattr(loop, "run_job", run)
     settings = WorkerSettings(database_url=url, lease_s=1.0, name="w")
     assert loop.run_one(settings, db, _FixedCapacity())

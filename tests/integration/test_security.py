@@ -8,15 +8,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from recu_cli.main import app as cli
 from recu_db import queue, results
-from recu_db.models import ApiToken
+from recu_db.models import ApiToken, User
 from recu_db.tokens import create_token, revoke_token
 from service.app import AUTH_DISABLED_WARNING, create_app
 from service.config import ServiceSettings
@@ -36,8 +37,13 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture
 def settings(database_url, tmp_path):
+    # a short token cache: the cache is on as in production, and a revoked token stops
+    # working within auth_cache_s (the tests that revoke wait that long, no more)
     return ServiceSettings(
-        database_url=database_url, max_queued_per_user=3, data_dir=tmp_path / "data"
+        database_url=database_url,
+        max_queued_per_user=3,
+        data_dir=tmp_path / "data",
+        auth_cache_s=0.5,
     )
 
 
@@ -104,7 +110,7 @@ def test_the_api_description_is_public_and_holds_no_data(client):
 
 
 def test_tokens_from_the_cli_work_are_stored_hashed_and_stop_working_when_revoked(
-    client, database_url
+    client, database_url, settings
 ):
     runner = CliRunner()
     created = runner.invoke(cli, ["token", "create", "ci-bot", "--database-url", database_url])
@@ -123,6 +129,7 @@ def test_tokens_from_the_cli_work_are_stored_hashed_and_stop_working_when_revoke
     assert "exists already" in again.output
     revoked = runner.invoke(cli, ["token", "revoke", "ci-bot", "--database-url", database_url])
     assert revoked.exit_code == 0, revoked.output
+    time.sleep(settings.auth_cache_s)  # the documented bound of the token cache
     assert client.get("/jobs", headers=bearer(token)).status_code == 401
     listed = runner.invoke(cli, ["token", "list", "--database-url", database_url])
     assert "ci-bot" in listed.output
@@ -160,10 +167,14 @@ def test_another_users_work_does_not_exist_for_them_and_an_admin_sees_all(client
         assert theirs.status_code == 404, path  # exactly what an id that never existed gets
         assert theirs.json()["detail"].startswith("no "), path
         if path.endswith("/export"):
-            continue  # packing runs a child process (seconds): the owner's 200 is tested there
+            continue  # nothing exported yet: the owner's 200 is in test_export_service
         assert client.get(path, headers=alice).status_code == 200, path
         assert client.get(path, headers=admin).status_code == 200, path
-    for path in (f"/jobs/{job}/cancel", f"/sweeps/{sweep}/cancel"):
+    for path in (
+        f"/jobs/{job}/cancel",
+        f"/sweeps/{sweep}/cancel",
+        f"/checkpoints/{ckpt.id}/export",
+    ):
         assert client.post(path, headers=bob).status_code == 404
     assert client.get("/jobs", headers=bob).json()["total"] == 0
     assert client.get("/sweeps", headers=bob).json()["total"] == 0
@@ -263,7 +274,9 @@ def test_development_mode_without_auth_is_explicit_and_loud(database_url, caplog
         assert "x-recu-auth" not in refused.headers
 
 
-def test_the_dashboard_session_cookie_authenticates_and_needs_the_csrf_header_to_write(client):
+def test_the_dashboard_session_cookie_authenticates_and_needs_the_csrf_header_to_write(
+    client, settings
+):
     """POST /ui/session keeps a live token in an HttpOnly, SameSite=Strict cookie; reads
     work with it alone, a write also needs X-Recu-Dashboard (a cross-site form cannot
     send it), a dead token is never stored, and signing out drops the cookie."""
@@ -297,7 +310,34 @@ def test_the_dashboard_session_cookie_authenticates_and_needs_the_csrf_header_to
     client.cookies.set("recu_session", token)
     assert client.get(f"/jobs/{job}").status_code == 200
     assert revoke_token(makers, "alice-dashboard")
+    time.sleep(settings.auth_cache_s)  # the documented bound of the token cache
     assert client.get(f"/jobs/{job}").status_code == 401
+
+
+@pytest.mark.parametrize("cache_s", [0.0, 1.0])
+def test_a_revoked_or_demoted_token_stops_working_within_the_cache_bound(
+    database_url, tmp_path, cache_s
+):
+    """Revocation and demotion are honoured by every request that starts ``auth_cache_s``
+    after them (0: at once), though the token was looked up (and cached) just before."""
+    settings = ServiceSettings(
+        database_url=database_url, data_dir=tmp_path / "data", auth_cache_s=cache_s
+    )
+    with TestClient(create_app(settings)) as client:
+        makers = client.app.state.sessionmaker
+        mine = create_token(makers, "carol-ci", user="carol")
+        root = create_token(makers, "root-ci", user="root", admin=True)
+        carols = client.post("/jobs", json=JOB, headers=bearer(mine)).json()["id"]
+        assert client.get(f"/jobs/{carols}", headers=bearer(root)).status_code == 200
+        assert client.get(f"/jobs/{carols}", headers=bearer(mine)).status_code == 200
+        revoked_at = time.monotonic()
+        assert revoke_token(makers, "carol-ci")
+        with makers.begin() as session:  # root loses the admin role
+            session.execute(update(User).where(User.name == "root").values(role="user"))
+        time.sleep(max(0.0, revoked_at + cache_s - time.monotonic()))
+        gone = client.get(f"/jobs/{carols}", headers=bearer(mine))
+        assert gone.status_code == 401, gone.text
+        assert client.get(f"/jobs/{carols}", headers=bearer(root)).status_code == 404
 
 
 MALFORMED_TOKENS = [

@@ -2,7 +2,8 @@
 
 Every registered binary model, with BatchNorm statistics and scales drawn at random
 (negative scales included, so the max-pool case that cannot fold is exercised), is
-exported, loaded back from bytes and run by the XNOR/popcount engine on real images:
+exported, loaded back from bytes and run by each 1-bit engine (fast and reference) on real
+images:
 digits, and real CIFAR-10 test images from the shared archive. Floats are compared to
 the eval-mode float model. Two float evaluation orders can disagree on the sign of an
 activation within ~1e-6 of zero, so the exact comparison (logits to 1e-9, top-1 on
@@ -99,8 +100,12 @@ def _images(dataset, count: int) -> torch.Tensor:
     return (x - mean) / std
 
 
+ENGINES = ["fast", "reference"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", MODELS)
-def test_packed_engine_matches_the_float_model_on_digits(name):
+def test_packed_engine_matches_the_float_model_on_digits(name, engine):
     dataset = load_dataset(DatasetConfig(name="digits"))
     model = _random_model(name, dataset.in_channels, dataset.image_size, seed=3)
     shape = {
@@ -109,7 +114,7 @@ def test_packed_engine_matches_the_float_model_on_digits(name):
         "image_size": dataset.image_size,
     }
     data = export_model(model, TrainConfig(model=name), shape)
-    packed = load_packed_model(data)
+    packed = load_packed_model(data, engine=engine)
     _assert_same_predictions(model, packed, _images(dataset, 120))
 
 
@@ -123,11 +128,13 @@ def cifar_test(tmp_path_factory):
 
 
 @pytest.mark.shared_data
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", MODELS)
-def test_packed_engine_matches_the_float_model_on_real_cifar10(name, cifar_test):
+def test_packed_engine_matches_the_float_model_on_real_cifar10(name, engine, cifar_test):
     model = _random_model(name, 3, 32, seed=4)
     shape = {"num_classes": 10, "in_channels": 3, "image_size": 32}
-    packed = load_packed_model(export_model(model, TrainConfig(model=name), shape))
+    data = export_model(model, TrainConfig(model=name), shape)
+    packed = load_packed_model(data, engine=engine)
     _assert_same_predictions(model, packed, _images(cifar_test, 30))
 
 
@@ -160,13 +167,14 @@ def test_a_trained_checkpoint_exports_to_a_file_that_evaluates_the_same(trained_
     _, manifest = read_bnn(data)
     assert manifest["source_sha256"] == sha
     dataset = load_dataset(config.dataset)
-    float_model, packed_model = load_trained_model(path), load_packed_model(data)
+    float_model = load_trained_model(path)
     float_acc = evaluate_accuracy(float_model, dataset, device="cpu")
-    packed_acc = evaluate_accuracy(packed_model, dataset, device="cpu")
-    assert packed_acc == float_acc
     x = _images(dataset, len(dataset.test_labels))  # the whole test split, in float32
-    with torch.no_grad():
-        assert torch.equal(float_model(x).argmax(1), packed_model(x).argmax(1))
+    for engine in ENGINES:
+        packed_model = load_packed_model(data, engine=engine)
+        assert evaluate_accuracy(packed_model, dataset, device="cpu") == float_acc
+        with torch.no_grad():
+            assert torch.equal(float_model(x).argmax(1), packed_model(x).argmax(1))
     with pytest.raises(ValueError, match="expected"):
         export_checkpoint(path, expected_sha256="0" * 64)
     with pytest.raises(ValueError, match=r"not a \.bnn file"):

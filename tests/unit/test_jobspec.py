@@ -107,6 +107,22 @@ def test_imagefolder_needs_its_root_and_streaming_its_image_size():
         )
 
 
+def test_a_job_may_ask_for_its_exports_and_a_sweep_may_not():
+    assert JobSpec.model_validate({"checkpoint": {"export": True}}).checkpoint.export
+    assert not JobSpec().checkpoint.export
+    base = {"checkpoint": {"export": True}}
+    space = {"seed": {"kind": "grid", "values": [0, 1]}}
+    with pytest.raises(ValidationError, match=r"base\.checkpoint\.export is for training jobs"):
+        SweepSpec.model_validate({"base": base, "space": space})
+    # and the schema says so, so a schema-valid sweep body is accepted
+    import jsonschema
+
+    schema = SweepSpec.model_json_schema()
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"base": base, "space": space}, schema)
+    jsonschema.validate({"base": {}, "space": space}, schema)
+
+
 def test_terminal_states_are_defined_once_and_include_stopped():
     assert {s for s in JobState if is_terminal(s)} == set(TERMINAL)
     assert is_terminal("stopped")
