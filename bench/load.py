@@ -4,6 +4,7 @@ the local PostgreSQL (skipped, with the reason, when none answers). Prints figur
 a pass/fail test.
 
     .venv/bin/python -m bench.load [--seconds 10] [--training-seconds 20]
+        [--no-training | --no-throughput]
 
 Per database, two services one after the other:
 
@@ -456,6 +457,7 @@ def main() -> None:
         "--databases", default="SQLite,PostgreSQL", help="Comma-separated: SQLite, PostgreSQL."
     )
     parser.add_argument("--no-training", action="store_true", help="Throughput phases only.")
+    parser.add_argument("--no-throughput", action="store_true", help="The training phase only.")
     parser.add_argument("--warm-epochs", type=int, default=2, help="Before any timing.")
     parser.add_argument("--idle-epochs", type=int, default=5, help="Timed without load.")
     args = parser.parse_args()
@@ -489,7 +491,9 @@ def main() -> None:
         for name, url_for in targets.items():
             if name.lower() not in wanted:
                 continue
-            found = _throughput(name, url_for("load"), Path(tmp) / f"{name}-load", args)
+            found = []
+            if not args.no_throughput:
+                found += _throughput(name, url_for("load"), Path(tmp) / f"{name}-load", args)
             if not args.no_training:
                 found += _beside_training(name, url_for("train"), Path(tmp) / f"{name}-train", args)
             for line in found:

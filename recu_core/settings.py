@@ -213,6 +213,17 @@ class ServiceSettings(DatabaseSettings):
         "before 503 with Retry-After.",
     )
 
+    api_max_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        validation_alias="RECU_API_MAX_RATE",
+        description="Requests one API process starts per second at most (paced in "
+        "arrival order; one that would wait over api_admission_wait_s gets 503 + "
+        "Retry-After): bounds the API's CPU share on a machine shared with training; "
+        "unset: no ceiling.",
+    )
+
     def max_in_flight(self) -> int:
         """The admission limit; by default one request per pooled connection, so an
         admitted request never waits for a connection held by another admitted one."""
@@ -264,6 +275,13 @@ class WorkerSettings(DatabaseSettings):
         ge=0,
         validation_alias="RECU_WORKER_MAX_FAILURES",
         description="Ray Train restarts of a job's worker group after a worker dies.",
+    )
+    warm_ranks: bool = Field(
+        True,
+        validation_alias="RECU_WORKER_WARM_RANKS",
+        description="Run one-rank jobs on a long-lived Ray actor kept between jobs (torch "
+        "and the data stay loaded); off: a fresh Ray Train trainer per job, as multi-rank "
+        "jobs and sweep trials always have.",
     )
     fair_share: bool = Field(
         True,

@@ -22,7 +22,7 @@ from service.auth import DEV_USER
 from service.config import ServiceSettings
 from service.dashboard import routes as dashboard
 from service.deps import current_principal
-from service.limits import AdmissionLimit, AllowHeader, BodySizeLimit
+from service.limits import AdmissionLimit, AllowHeader, BodySizeLimit, RatePace
 from service.responses import AUTHENTICATED
 from service.routes import checkpoints, health, jobs, sweeps
 from service.token_cache import TokenCache
@@ -85,6 +85,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_middleware(
         AdmissionLimit, limit=settings.max_in_flight(), wait_s=settings.api_admission_wait_s
     )
+    if settings.api_max_rate is not None:  # outside the admission limit: paced first
+        app.add_middleware(
+            RatePace, rate=settings.api_max_rate, wait_s=settings.api_admission_wait_s
+        )
     if settings.auth_disabled:
         app.add_middleware(MarkAuthDisabled)
     return app

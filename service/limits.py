@@ -1,7 +1,7 @@
 """HTTP-level middleware: the request body size cap (413 before the body is read when
 Content-Length is too large, and as soon as a streamed body passes it), a complete
-``Allow`` header on 405, and the admission limit (503 with Retry-After beyond the requests
-the database pool can serve)."""
+``Allow`` header on 405, the admission limit (503 with Retry-After beyond the requests
+the database pool can serve) and the optional rate ceiling (requests paced to a rate)."""
 
 from __future__ import annotations
 
@@ -141,3 +141,42 @@ class AdmissionLimit:
             await self.app(scope, receive, send)
         finally:
             self._release()
+
+
+class RatePace:
+    """A ceiling on the requests one API process starts per second, so the API (and the
+    database work its requests cause) cannot take more than a bounded share of a
+    machine it shares with training: CPU share ~ ``rate`` x CPU seconds per request.
+
+    Requests are paced, not dropped (GCRA, virtual scheduling): the n-th request after a
+    quiet spell starts at ``next_start``, which advances ``1 / rate`` per request; one
+    that would wait longer than ``wait_s`` is answered 503 with Retry-After at once
+    (nothing of it ran). A waiting request holds no thread, no connection and no CPU.
+    The health checks bypass it."""
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, app: ASGIApp, *, rate: float, wait_s: float) -> None:
+        self.app = app
+        self.interval = 1.0 / rate
+        self.wait_s = wait_s
+        self.next_start = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in AdmissionLimit.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        now = asyncio.get_running_loop().time()
+        start = max(now, self.next_start)
+        if start - now > self.wait_s:
+            response = JSONResponse(
+                {"detail": f"the service is paced to {1 / self.interval:g} requests/s; retry"},
+                status_code=503,
+                headers={"Retry-After": str(self.RETRY_AFTER_S)},
+            )
+            await response(scope, receive, send)
+            return
+        self.next_start = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+        await self.app(scope, receive, send)

@@ -34,6 +34,7 @@ from workers.failures import is_outage
 from workers.stops import JobStoppedError
 from workers.sweep import run_sweep
 from workers.trainer import TrainingCodeError, run_job
+from workers.warm_rank import run_warm
 
 log = logging.getLogger("recu.worker")
 
@@ -106,7 +107,18 @@ def _claim(
         )
         if lease is not None:
             capacity.hold(lease.job_id, (lease.cpus, lease.gpus))
+            if lease.kind != JobKind.EXPORT and not warm_path(settings, lease):
+                # its trainer's actors need the room the idle warm ranks hold
+                capacity.warm.make_room((lease.cpus, lease.gpus))
         return lease
+
+
+def warm_path(settings: WorkerSettings, lease: Lease) -> bool:
+    """Whether the job runs on a warm rank (``workers.warm_rank``): a one-rank training
+    job, with warm ranks on."""
+    return (
+        settings.warm_ranks and lease.kind == JobKind.TRAIN and lease.job.resources.num_workers == 1
+    )
 
 
 def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
@@ -133,6 +145,15 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
                         database_url=settings.database_url,
                         lease_s=settings.lease_s,
                         runs_dir=settings.runs_dir,
+                    )
+                elif warm_path(settings, lease):
+                    run_warm(
+                        lease,
+                        capacity.warm,
+                        capacity.lock,
+                        database_url=settings.database_url,
+                        lease_s=settings.lease_s,
+                        max_failures=settings.max_failures,
                     )
                 else:
                     run_job(
@@ -232,7 +253,7 @@ def serve(
     stopping = stopping or threading.Event()
     engine = make_engine(settings.database_url, **settings.pool())
     db = make_sessionmaker(engine)
-    capacity = Capacity()
+    capacity = Capacity(warm_limit=settings.concurrency)
     publisher = threading.Thread(  # what the cluster has, for the API's pending reasons
         target=cluster_view.publish_until,
         args=(db, settings.name, capacity, settings.poll_s, stopping),
@@ -259,4 +280,6 @@ def serve(
                 slot.join()
         if publisher.is_alive():
             publisher.join()
+        with capacity.lock:
+            capacity.warm.close()
         engine.dispose()

@@ -9,11 +9,13 @@ rows are exactly those of the 201s); afterwards /readyz is 200 and a plain POST 
 Before one connection per request and the admission limit, the same burst left every
 request blocked in pool checkout past the client's 30 s (500s, rows stored unanswered).
 
-Three configurations: the defaults (where this machine serves the whole burst), and two
-that force each back-pressure path to answer: a tiny admission limit that never waits
+Four configurations: the defaults (where this machine serves the whole burst), a rate
+ceiling (RECU_API_MAX_RATE: the requests served are at most what the ceiling allows over
+the burst's span, the others 503 saying so), and two that force each back-pressure path
+to answer: a tiny admission limit that never waits
 (503 from ``service.limits.AdmissionLimit``), and more requests admitted than the pool has
 connections, with a checkout time-out of 10 ms (503 from the pool's TimeoutError,
-``service.errors.pool_exhausted``; a 500 before). In those two, which requests win a slot
+``service.errors.pool_exhausted``; a 500 before). In those, which requests win a slot
 depends on the machine's load (a loaded one may refuse every POST: seen in CI), so they
 require refusals and exactness, not that some POST got through; the defaults do.
 """
@@ -21,6 +23,7 @@ require refusals and exactness, not that some POST got through; the defaults do.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -42,7 +45,10 @@ SCENARIOS = {
         },
         "no database connection free",
     ),
+    # the rate ceiling (service.limits.RatePace): 20 requests/s, half a second of waiting
+    "paced": ({"RECU_API_MAX_RATE": "20", "RECU_API_ADMISSION_WAIT_S": "0.5"}, "paced to 20"),
 }
+PACED_RATE = 20.0
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -53,9 +59,11 @@ def test_a_burst_is_answered_201_or_503_and_stores_exactly_the_201s(
     for name, value in {**BURST_ENV, **settings}.items():
         monkeypatch.setenv(name, value)
     with local_service(tmp_path / "service", database_url=database_url, workers=0) as svc:
+        began = time.monotonic()
         answers = asyncio.run(
             burst(svc.api, svc.token, posts=POSTS, gets=GETS, timeout=ANSWER_BOUND_S, tag="t")
         )
+        span_s = time.monotonic() - began
         assert len(answers) == POSTS + GETS
         unanswered = [a for a in answers if a.status is None]
         assert not unanswered, f"{len(unanswered)} unanswered, e.g. {unanswered[0]}"
@@ -71,6 +79,9 @@ def test_a_burst_is_answered_201_or_503_and_stores_exactly_the_201s(
             assert refused
             assert all(refusal in (a.detail or "") for a in refused), refused[:3]
 
+        if scenario == "paced":  # one start per 1/rate s: never more served than the span allows
+            served = [a for a in answers if a.status in (200, 201)]
+            assert len(served) <= 1 + PACED_RATE * span_s, (len(served), span_s)
         created = [a for a in answers if a.kind == "POST" and a.status == 201]
         if refusal is None:  # a forced refusal may, on a loaded machine, refuse every POST
             assert created, "no POST of the burst was served at all"

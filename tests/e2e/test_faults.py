@@ -90,10 +90,17 @@ def _env(database_url: str, workdir: Path) -> dict[str, str]:
 
 
 def _worker(
-    workdir: Path, database_url: str, name: str, *, lease_s: float, concurrency: int = 1
+    workdir: Path,
+    database_url: str,
+    name: str,
+    *,
+    lease_s: float,
+    concurrency: int = 1,
+    warm_ranks: bool = True,
 ) -> tuple[list[str], dict[str, str], Path]:
     args = [sys.executable, "-c", WORKER_MAIN, name, str(lease_s), str(concurrency)]
-    return args, _env(database_url, workdir), workdir / f"{name}.log"
+    env = {**_env(database_url, workdir), "RECU_WORKER_WARM_RANKS": str(warm_ranks).lower()}
+    return args, env, workdir / f"{name}.log"
 
 
 def _api(
@@ -153,14 +160,15 @@ def _checkpoints(engine: Engine, job_id: int) -> list[tuple[int, int]]:
 
 
 def _train_workers() -> dict[str, tuple[int, str]]:
-    """Every Ray Train worker actor the cluster has had: actor id -> (pid, state).
-    (``ray.util.state`` needs the dashboard; the session's instance runs without one.)"""
+    """Every actor that trained a rank the cluster has had (a Ray Train worker or a warm
+    rank): actor id -> (pid, state). (``ray.util.state`` needs the dashboard; the
+    session's instance runs without one.)"""
     from ray._private.state import actors
 
     return {
         actor_id: (info["Pid"], info["State"])
         for actor_id, info in actors().items()
-        if info["ActorClassName"] == "RayTrainWorker"
+        if info["ActorClassName"] in ("RayTrainWorker", "WarmRank")
     }
 
 
@@ -187,7 +195,8 @@ def _reap_while(
 def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(
     tmp_path, local_ray, sqlite_database
 ):
-    """Guarantees 3, 1 and 2 on one job (one Ray Train worker, a 3 s lease).
+    """Guarantees 3, 1 and 2 on one job (one rank, a 3 s lease): A runs it on a warm rank,
+    B (warm ranks off) on Ray Train.
 
     3: worker A's job outlives four lease periods while worker B's idle slot and this test
     reap all along: it stays running on attempt 1, never requeued.
@@ -211,7 +220,7 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(
             details=_tails(logs),
         )
         claimed = time.monotonic()
-        with _spawn(*_worker(tmp_path, url, "worker-b", lease_s=lease_s)):
+        with _spawn(*_worker(tmp_path, url, "worker-b", lease_s=lease_s, warm_ranks=False)):
             # 3: kill A only once it has held the job four lease periods and is past a
             # checkpoint and before the next
             def mid_interval(row: Job) -> bool:
@@ -273,7 +282,8 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(
     second = [ln.line for ln in lines if ln.attempt == 2]
     assert second[0].startswith("data loader: memory")  # each attempt says what feeds it
     assert second[1].startswith(f"epoch {last + 1}/")
-    # 2: three Ray Train workers ran the job: A's, B's first and its replacement
+    # 2: three actors ran the job: A's warm rank, B's first Ray Train worker and its
+    # replacement
     assert len(set(_train_workers()) - before) == 3
     assert_ray_cpus_released()
 
@@ -291,8 +301,8 @@ def test_database_restart_and_api_restart_mid_job_lose_nothing(
     4: the database server restarts mid-job. Meanwhile the API answers 503 with
     Retry-After (never a 500, a hang or a crash) and it serves again once the server is
     back. The worker process rides the outage out: its heartbeat thread and its idle slot
-    (which reaps) survive it, the Ray Train worker retries its writes rather than fail
-    (no worker group restart spent on it) and the lease holds (attempt 1, no requeue).
+    (which reaps) survive it, the job's rank (a warm rank) retries its writes rather than
+    fail (no restart spent on it) and the lease holds (attempt 1, no requeue).
     5: then the API is SIGKILLed while the job runs; the worker trains on (epochs are
     recorded while no API runs), and the restarted API shows the job and its epochs.
     The job succeeds on attempt 1 with every epoch exactly once."""
@@ -316,7 +326,7 @@ def test_database_restart_and_api_restart_mid_job_lose_nothing(
         created = httpx.post(f"{api}/jobs", json=body, timeout=30)
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
-        wait_until(  # the worker's claim, its Ray Train group starting, an epoch
+        wait_until(  # the worker's claim, its warm rank starting, an epoch
             lambda: _get(f"{api}/jobs/{job_id}").json()["current_epoch"] >= 1,
             timeout=START_S,
             progress=lambda: _progress(engine, job_id),
@@ -390,7 +400,7 @@ def test_database_restart_and_api_restart_mid_job_lose_nothing(
             ("succeeded", 1),
         ]
         assert _get(f"{api}/jobs").json()["total"] == 1  # the POST in the outage made none
-    # no thread of the worker died of the outage, and Ray Train never restarted the group
+    # no thread of the worker died of the outage, and the rank was never restarted
     assert "Exception in thread" not in worker_log.read_text(), _tail(worker_log, 60)
     assert len(set(_train_workers()) - before) == 1
     assert_ray_cpus_released()

@@ -83,21 +83,35 @@ def test_a_cancelled_running_job_ends_cancelled_within_a_step_without_error(serv
     assert wait_until(_all_cpus_free, timeout=60, message="Ray's CPUs to be free")
 
 
-def test_a_job_whose_code_raises_is_failed_once_with_its_traceback(service):
+def _warm_ranks() -> set[str]:
+    from ray._private.state import actors
+
+    return {a for a, info in actors().items() if info["ActorClassName"] == "WarmRank"}
+
+
+@pytest.mark.parametrize("ranks", [2, 1], ids=["ray-train", "warm-rank"])
+def test_a_job_whose_code_raises_is_failed_once_with_its_traceback(service, ranks):
     """Training code that raises (here the loader, on a folder whose one image is not a
     JPEG; `make test` gives the workers an absolute RECU_DATA_DIR, where a relative one is
     not found from a Ray worker's directory: also an error of the job's) fails it at its
-    first try: one worker group, no retry of the attempt, the
-    exception named in the error and its traceback in the logs. (A lost worker is still
-    retried: tests/e2e/test_faults.py.)"""
+    first try, on Ray Train (2 ranks) and on a warm rank (1): one worker group or one
+    actor, no retry of the attempt, the exception named in the error and its traceback
+    in the logs. (A lost worker is still retried: tests/e2e/test_faults.py,
+    tests/e2e/test_worker_ray.py.)"""
     client, settings, runs = service
+    before = _warm_ranks()
     data_dir = DataSettings().data_dir
     name = f"e2e-broken-{uuid.uuid4().hex[:8]}"
     for split in ("train", "test"):
         (data_dir / name / split / "a").mkdir(parents=True)
         (data_dir / name / split / "a" / "0.jpg").write_bytes(b"not a jpeg")
     try:
-        spec = {**DDP, "epochs": 2, "dataset": {"name": "imagefolder", "root": name}}
+        spec = {
+            **DDP,
+            "epochs": 2,
+            "dataset": {"name": "imagefolder", "root": name},
+            "resources": {"num_workers": ranks},
+        }
         job = client.post("/jobs", json=spec).json()
         assert job["max_attempts"] == 3
         serve(settings, exit_when_idle=True)
@@ -107,7 +121,10 @@ def test_a_job_whose_code_raises_is_failed_once_with_its_traceback(service):
     assert (view["state"], view["attempt"], view["terminal"]) == ("failed", 1, True)
     assert name in view["error"], view["error"]  # the loader's own message, naming the folder
     assert "WorkerGroupError" not in view["error"], view["error"]
-    assert _runs(runs, job["id"]) == [f"job-{job['id']}"]  # run once, not restarted
+    if ranks > 1:  # run once, not restarted
+        assert _runs(runs, job["id"]) == [f"job-{job['id']}"]
+    else:  # one actor, not replaced (its process is not reused after the code's error)
+        assert (_runs(runs, job["id"]), len(_warm_ranks() - before)) == ([], 1)
     logs = "\n".join(line["line"] for line in client.get(f"/jobs/{job['id']}/logs").json())
     assert "Traceback" in logs
     assert name in logs

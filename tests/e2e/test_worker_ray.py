@@ -161,3 +161,80 @@ def test_an_export_job_runs_in_a_real_worker_and_stores_the_bnn(
     assert stored is not None
     assert stored.job_id == job.id
     assert read_bnn(stored.data)[1]["source_sha256"] == ckpt.sha256
+
+
+def _warm_ranks() -> dict[str, tuple[int, str]]:
+    """Every warm-rank actor the instance has had: actor id -> (pid, state)."""
+    from ray._private.state import actors
+
+    return {
+        actor_id: (info["Pid"], info["State"])
+        for actor_id, info in actors().items()
+        if info["ActorClassName"] == "WarmRank"
+    }
+
+
+def test_one_rank_jobs_reuse_a_warm_rank_give_its_room_up_and_survive_its_loss(
+    tmp_path, local_ray, sqlite_database
+):
+    """One-rank jobs run on warm ranks (workers/warm_rank.py): two 1-CPU jobs run on one
+    actor; a 2-CPU job on the 2-CPU instance gets the room the idle 1-CPU actor held (it
+    is killed) and a new actor, which the next 2-CPU job reuses; that actor SIGKILLed
+    mid-job is replaced and the job resumes from its newest checkpoint under the same
+    lease (attempt 1), every epoch once. 3 actors ran the 4 jobs; Ray gets every CPU
+    back when the worker stops."""
+    import os
+    import signal
+    import threading
+
+    db, read = sqlite_database.db, sqlite_database.read
+    one, both = {"num_workers": 1}, {"num_workers": 1, "cpus_per_worker": 2}
+    epochs = 20
+    jobs = [
+        queue.submit(db, _spec(epochs=1, resources=one))[0],
+        queue.submit(db, _spec(epochs=1, resources=one))[0],
+        queue.submit(db, _spec(epochs=1, resources=both))[0],
+        queue.submit(
+            db,
+            _spec(epochs=epochs, resources=both, checkpoint={"every_epochs": 1, "keep": 1}),
+        )[0],
+    ]
+    last = jobs[-1]
+    before = set(_warm_ranks())
+    settings = WorkerSettings(
+        database_url=sqlite_database.url, runs_dir=tmp_path / "runs", lease_s=30
+    )
+    runner = threading.Thread(target=serve, args=(settings,), kwargs={"exit_when_idle": True})
+    runner.start()
+
+    def row(job):
+        with read() as session:
+            return session.get(type(job), job.id)
+
+    def checkpointed() -> bool:
+        with read() as session:
+            return bool(reads.job_checkpoints(session, last.id))
+
+    wait_until(
+        checkpointed,
+        timeout=START_S,
+        progress=lambda: [(r.state, r.current_epoch) for r in map(row, jobs)],
+        message="the last job's first checkpoint",
+    )
+    assert row(last).current_epoch < epochs, "the job ended before its rank could be killed"
+    alive = [
+        pid for a, (pid, state) in _warm_ranks().items() if a not in before and state == "ALIVE"
+    ]
+    assert len(alive) == 1, alive  # the 1-CPU actor gave its room up for the 2-CPU jobs
+    os.kill(alive[0], signal.SIGKILL)
+    runner.join(timeout=START_S * 2)  # a new actor starting, the remaining epochs
+    assert not runner.is_alive()
+
+    assert [(r.state, r.attempt) for r in map(row, jobs)] == [("succeeded", 1)] * 4
+    with read() as session:
+        history = [m.epoch for m in reads.metrics_history(session, last.id)]
+        lines = [ln.line for ln in reads.log_lines(session, last.id, offset=0, limit=1000)]
+    assert history == list(range(1, epochs + 1))
+    assert sum(line.startswith("data loader:") for line in lines) == 2  # the restart's too
+    assert len(set(_warm_ranks()) - before) == 3
+    assert_ray_cpus_released()
