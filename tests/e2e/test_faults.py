@@ -208,8 +208,12 @@ def test_a_job_outlives_its_worker_process_and_its_ray_train_worker(
     checkpoint under the same lease; meanwhile the lease is still never reaped, and the
     job succeeds on attempt 2."""
     url, engine, db = sqlite_database.url, sqlite_database.engine, sqlite_database.db
-    lease_s, epochs, every = 3.0, 16, 2
-    job, _ = queue.submit(db, _spec(epochs=epochs, checkpoint={"every_epochs": every, "keep": 10}))
+    # enough epochs to outlast four lease periods on a fast machine (a warm rank starts and
+    # trains with no per-epoch Ray Train report: about 0.5 s an epoch here)
+    lease_s, epochs, every = 3.0, 48, 2
+    job, _ = queue.submit(
+        db, _spec(epochs=epochs, checkpoint={"every_epochs": every, "keep": epochs})
+    )
     logs = (tmp_path / "worker-a.log", tmp_path / "worker-b.log")
     before = set(_train_workers())
     with _spawn(*_worker(tmp_path, url, "worker-a", lease_s=lease_s)) as a:
