@@ -146,6 +146,8 @@ class WarmRanks:
         """Kill idle actors, oldest first, until what Ray has available and what they
         held together cover ``need`` (cpus, gpus): a claimed job that counted on their
         room gets it (Ray frees it within moments; the job's actors wait for it)."""
+        if not self._idle:
+            return
         available = ray.available_resources()
         cpus, gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
         while self._idle and (cpus < need[0] or gpus < need[1]):
