@@ -23,6 +23,11 @@ def _listing(kind: str, state: str | None, user_id: int | None) -> list[Any]:
     ]
 
 
+def _total(session: Session, where: list[Any]) -> int:
+    """How many jobs match the listing filter ``where`` (the page's total)."""
+    return session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+
+
 def list_jobs(
     session: Session,
     *,
@@ -35,7 +40,7 @@ def list_jobs(
     """A page of jobs of ``kind`` (train, sweep or trial), newest first, and the total
     matching ``state``; only ``user_id``'s when given."""
     where = _listing(kind, state, user_id)
-    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    total = _total(session, where)
     rows = session.scalars(
         select(Job).where(*where).order_by(Job.id.desc()).offset(offset).limit(limit)
     ).all()
@@ -84,7 +89,7 @@ def job_views(
 ) -> tuple[Sequence[Row[Any]], int]:
     """``list_jobs`` as view rows (``job_view``): a page in one statement, and the total."""
     where = _listing(kind, state, user_id)
-    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    total = _total(session, where)
     rows = session.execute(
         _job_view().where(*where).order_by(Job.id.desc()).offset(offset).limit(limit)
     ).all()

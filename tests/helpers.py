@@ -72,6 +72,18 @@ def wait_until(
         time.sleep(interval)
 
 
+def ray_actors(*class_names: str) -> dict[str, tuple[int, str]]:
+    """Every actor of ``class_names`` the Ray instance has had: actor id -> (pid, state).
+    (``ray.util.state`` needs the dashboard; the tests' instance runs without one.)"""
+    from ray._private.state import actors
+
+    return {
+        actor_id: (info["Pid"], info["State"])
+        for actor_id, info in actors().items()
+        if info["ActorClassName"] in class_names
+    }
+
+
 def assert_ray_cpus_released(timeout: float = 120.0) -> None:
     """Ray gets every CPU of the instance back: the actors of the ended jobs are gone.
     Ray tears actors down asynchronously (seconds, longer on a loaded machine); two

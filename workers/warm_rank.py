@@ -104,11 +104,6 @@ class WarmRank:
     def run(self, job: RankJob) -> Ended:
         return _run(job)
 
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
 
 def _start(shape: Shape) -> ActorHandle:
     resources = dict(shape)

@@ -41,7 +41,7 @@ from recu_db.engine import make_read_sessionmaker  # noqa: E402
 from recu_db.models import Job  # noqa: E402
 from recu_db.states import TERMINAL  # noqa: E402
 from tests.db_fixtures import migrated_database  # noqa: E402
-from tests.helpers import START_S, assert_ray_cpus_released, wait_until  # noqa: E402
+from tests.helpers import START_S, assert_ray_cpus_released, ray_actors, wait_until  # noqa: E402
 
 TINY: dict[str, Any] = {  # ResNet-20 on 128 digits images: about 0.1 s of compute an epoch
     "dataset": {"name": "digits", "num_train": 128, "num_test": 64},
@@ -160,16 +160,8 @@ def _checkpoints(engine: Engine, job_id: int) -> list[tuple[int, int]]:
 
 
 def _train_workers() -> dict[str, tuple[int, str]]:
-    """Every actor that trained a rank the cluster has had (a Ray Train worker or a warm
-    rank): actor id -> (pid, state). (``ray.util.state`` needs the dashboard; the
-    session's instance runs without one.)"""
-    from ray._private.state import actors
-
-    return {
-        actor_id: (info["Pid"], info["State"])
-        for actor_id, info in actors().items()
-        if info["ActorClassName"] in ("RayTrainWorker", "WarmRank")
-    }
+    """Every actor that trained a rank (a Ray Train worker or a warm rank)."""
+    return ray_actors("RayTrainWorker", "WarmRank")
 
 
 def _reap_while(

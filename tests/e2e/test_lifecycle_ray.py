@@ -18,7 +18,7 @@ pytestmark = pytest.mark.xdist_group("ray")  # the Ray tests share one test proc
 
 from recu_core.settings import DataSettings, ServiceSettings, WorkerSettings  # noqa: E402
 from tests.api_client import api_client  # noqa: E402
-from tests.helpers import START_S, wait_until  # noqa: E402
+from tests.helpers import START_S, ray_actors, wait_until  # noqa: E402
 from workers.loop import serve  # noqa: E402
 
 DDP = {
@@ -83,12 +83,6 @@ def test_a_cancelled_running_job_ends_cancelled_within_a_step_without_error(serv
     assert wait_until(_all_cpus_free, timeout=60, message="Ray's CPUs to be free")
 
 
-def _warm_ranks() -> set[str]:
-    from ray._private.state import actors
-
-    return {a for a, info in actors().items() if info["ActorClassName"] == "WarmRank"}
-
-
 @pytest.mark.parametrize("ranks", [2, 1], ids=["ray-train", "warm-rank"])
 def test_a_job_whose_code_raises_is_failed_once_with_its_traceback(service, ranks):
     """Training code that raises (here the loader, on a folder whose one image is not a
@@ -99,7 +93,7 @@ def test_a_job_whose_code_raises_is_failed_once_with_its_traceback(service, rank
     in the logs. (A lost worker is still retried: tests/e2e/test_faults.py,
     tests/e2e/test_worker_ray.py.)"""
     client, settings, runs = service
-    before = _warm_ranks()
+    before = set(ray_actors("WarmRank"))
     data_dir = DataSettings().data_dir
     name = f"e2e-broken-{uuid.uuid4().hex[:8]}"
     for split in ("train", "test"):
@@ -124,7 +118,7 @@ def test_a_job_whose_code_raises_is_failed_once_with_its_traceback(service, rank
     if ranks > 1:  # run once, not restarted
         assert _runs(runs, job["id"]) == [f"job-{job['id']}"]
     else:  # one actor, not replaced (its process is not reused after the code's error)
-        assert (_runs(runs, job["id"]), len(_warm_ranks() - before)) == ([], 1)
+        assert (_runs(runs, job["id"]), len(set(ray_actors("WarmRank")) - before)) == ([], 1)
     logs = "\n".join(line["line"] for line in client.get(f"/jobs/{job['id']}/logs").json())
     assert "Traceback" in logs
     assert name in logs

@@ -15,7 +15,7 @@ from recu_core.data import load_dataset  # noqa: E402
 from recu_core.jobspec import JobSpec  # noqa: E402
 from recu_core.train import evaluate_accuracy, load_trained_model  # noqa: E402
 from recu_db import queue, reads, results  # noqa: E402
-from tests.helpers import START_S, assert_ray_cpus_released, wait_until  # noqa: E402
+from tests.helpers import START_S, assert_ray_cpus_released, ray_actors, wait_until  # noqa: E402
 from workers.loop import WorkerSettings, serve  # noqa: E402
 
 SMALL = {
@@ -163,17 +163,6 @@ def test_an_export_job_runs_in_a_real_worker_and_stores_the_bnn(
     assert read_bnn(stored.data)[1]["source_sha256"] == ckpt.sha256
 
 
-def _warm_ranks() -> dict[str, tuple[int, str]]:
-    """Every warm-rank actor the instance has had: actor id -> (pid, state)."""
-    from ray._private.state import actors
-
-    return {
-        actor_id: (info["Pid"], info["State"])
-        for actor_id, info in actors().items()
-        if info["ActorClassName"] == "WarmRank"
-    }
-
-
 def test_one_rank_jobs_reuse_a_warm_rank_give_its_room_up_and_survive_its_loss(
     tmp_path, local_ray, sqlite_database
 ):
@@ -200,7 +189,7 @@ def test_one_rank_jobs_reuse_a_warm_rank_give_its_room_up_and_survive_its_loss(
         )[0],
     ]
     last = jobs[-1]
-    before = set(_warm_ranks())
+    before = set(ray_actors("WarmRank"))
     settings = WorkerSettings(
         database_url=sqlite_database.url, runs_dir=tmp_path / "runs", lease_s=30
     )
@@ -223,7 +212,9 @@ def test_one_rank_jobs_reuse_a_warm_rank_give_its_room_up_and_survive_its_loss(
     )
     assert row(last).current_epoch < epochs, "the job ended before its rank could be killed"
     alive = [
-        pid for a, (pid, state) in _warm_ranks().items() if a not in before and state == "ALIVE"
+        pid
+        for a, (pid, state) in ray_actors("WarmRank").items()
+        if a not in before and state == "ALIVE"
     ]
     assert len(alive) == 1, alive  # the 1-CPU actor gave its room up for the 2-CPU jobs
     os.kill(alive[0], signal.SIGKILL)
@@ -236,5 +227,5 @@ def test_one_rank_jobs_reuse_a_warm_rank_give_its_room_up_and_survive_its_loss(
         lines = [ln.line for ln in reads.log_lines(session, last.id, offset=0, limit=1000)]
     assert history == list(range(1, epochs + 1))
     assert sum(line.startswith("data loader:") for line in lines) == 2  # the restart's too
-    assert len(set(_warm_ranks()) - before) == 3
+    assert len(set(ray_actors("WarmRank")) - before) == 3
     assert_ray_cpus_released()
