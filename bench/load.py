@@ -4,7 +4,7 @@ the local PostgreSQL (skipped, with the reason, when none answers). Prints figur
 a pass/fail test.
 
     .venv/bin/python -m bench.load [--seconds 10] [--training-seconds 20]
-        [--no-training | --no-throughput]
+        [--no-training | --no-throughput] [--profile DIR]
 
 Per database, two services one after the other:
 
@@ -39,6 +39,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import tempfile
 import time
@@ -53,6 +54,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench.common import environment
+from bench.pyspy import profiled, summary
 from bench.stats import quantile_ms
 from recu_cli.local_service import local_service
 from recu_db.scratch import scratch_schema
@@ -378,15 +380,21 @@ def _throughput(name: str, url: str, workdir: Path, args: argparse.Namespace) ->
         ) in phases:
             label = f"{phase} x{connections}"
             cpu_before = _cpu_seconds()
-            kinds, elapsed = _run(
-                _load(
-                    svc.api,
-                    mix,
-                    connections=connections,
-                    seconds=args.seconds,
-                    timeout=args.timeout,
+            with ExitStack() as profiling:
+                if args.profile is not None:
+                    out = args.profile / f"{name}-{re.sub(r'[^A-Za-z0-9]+', '-', label)}.txt"
+                    profiling.enter_context(profiled(svc.api_pid, out))
+                kinds, elapsed = _run(
+                    _load(
+                        svc.api,
+                        mix,
+                        connections=connections,
+                        seconds=args.seconds,
+                        timeout=args.timeout,
+                    )
                 )
-            )
+            if args.profile is not None:
+                lines.append(f"{name} {label}: py-spy --gil: {summary(out)}")
             answered = sum(len(k.latencies) for k in kinds.values())
             lines += [_row(name, label, k, kind, elapsed) for k, kind in kinds.items()]
             lines.append(_cpu_note(name, label, cpu_before, elapsed, answered))
@@ -458,9 +466,18 @@ def main() -> None:
     )
     parser.add_argument("--no-training", action="store_true", help="Throughput phases only.")
     parser.add_argument("--no-throughput", action="store_true", help="The training phase only.")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="A folder: py-spy (--gil) records the API in each throughput phase there, "
+        "and the report gives where its samples went (the profile costs the API some speed).",
+    )
     parser.add_argument("--warm-epochs", type=int, default=2, help="Before any timing.")
     parser.add_argument("--idle-epochs", type=int, default=5, help="Timed without load.")
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     # Every POST queues a job of the same user, and they stay queued: the per-user cap
     # (100 by default, 429 beyond) would answer most of the load.
     os.environ.setdefault("RECU_MAX_QUEUED_PER_USER", str(10**9))

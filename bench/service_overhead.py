@@ -92,6 +92,12 @@ def main() -> None:
         default=os.cpu_count() or 1,
         help="torch threads on both sides (the job's cpus_per_worker); default: all cores.",
     )
+    parser.add_argument(
+        "--beside-idle",
+        action="store_true",
+        help="Also run the long `recu train` while the service (API, worker, Ray, an idle "
+        "warm rank) is up and idle: what the service's mere presence costs the training.",
+    )
     args = parser.parse_args()
     t = args.threads
     print(f"# ReCU ResNet-20 on digits, batch 32, {t} torch threads (1 worker x {t} CPUs)")
@@ -106,6 +112,7 @@ def main() -> None:
         ):
             cold, _, _ = through_service(client, 1, t)  # starts Ray in the worker: not counted
             service = {e: through_service(client, e, t) for e in (1, args.epochs)}
+            beside = one_process(args.epochs, t, workdir) if args.beside_idle else None
     print(f"first job on a cold worker (Ray start-up included): {cold:.1f} s")
     print(
         "| epochs | recu train (one process) s | service (API + queue + Ray) s | "
@@ -119,6 +126,11 @@ def main() -> None:
     starts = ", ".join(f"{service[e][2]:.2f} s ({e}-epoch job)" for e in (1, args.epochs))
     print(f"warm worker, claim to first epoch's start: {starts}")
     print(f"ratio at {args.epochs} epochs: {service[args.epochs][0] / local[args.epochs]:.3f}")
+    if beside is not None:
+        print(
+            f"`recu train` ({args.epochs} epochs) beside the idle service: {beside:.1f} s, "
+            f"{beside / local[args.epochs]:.3f}x its time alone"
+        )
 
 
 if __name__ == "__main__":

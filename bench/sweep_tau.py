@@ -135,6 +135,7 @@ def main() -> None:
             f"between trials median {statistics.median(gaps):.1f} s, "
             f"inside a trial outside its epochs median {statistics.median(inside):.1f} s"
         )
+        print(f"sweep wall time / the trials' own training time: {wall / compute:.3f}")
         if not args.compare:
             return
         best = view["best"]["params"]

@@ -66,10 +66,11 @@ def process(
 
 @dataclass(frozen=True)
 class LocalService:
-    """A running local service: its base URL and a bearer token for it."""
+    """A running local service: its base URL, a bearer token for it and the API's pid."""
 
     api: str
     token: str
+    api_pid: int = 0
 
     @property
     def headers(self) -> dict[str, str]:
@@ -114,10 +115,10 @@ def local_service(
     api = f"http://127.0.0.1:{port}"
     with ExitStack() as stack:
         server = [sys.executable, "-m", "service", "--port", str(port)]
-        stack.enter_context(process(server, env, workdir / "api.log"))
+        server_process = stack.enter_context(process(server, env, workdir / "api.log"))
         wait_ready(api)
         token = create_local_token(database_url)
         for i in range(workers):
             worker = [sys.executable, "-m", "workers", *worker_args]
             stack.enter_context(process(worker, env, workdir / f"worker-{i}.log"))
-        yield LocalService(api, token)
+        yield LocalService(api, token, server_process.pid)

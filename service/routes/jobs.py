@@ -16,7 +16,16 @@ from recu_db.models import Job
 from recu_db.states import JobState, is_terminal
 from service.auth import can_see, owner_filter
 from service.config import ServiceSettings
-from service.deps import Id, JobDep, PrincipalDep, SessionDep, SessionMakerDep, SettingsDep
+from service.deps import (
+    Id,
+    JobDep,
+    PrincipalDep,
+    ReadSessionMakerDep,
+    SessionDep,
+    SessionMakerDep,
+    SettingsDep,
+    in_thread,
+)
 from service.pending import pending_reasons, refuse_unschedulable
 from service.responses import NOT_FOUND, submit_responses
 from service.schemas import (
@@ -138,7 +147,7 @@ def check_resources(
     response_model=JobPublic,
     responses=submit_responses(JobPublic),
 )
-def submit_job(
+async def submit_job(
     body: JobCreate,
     makers: SessionMakerDep,
     settings: SettingsDep,
@@ -149,28 +158,33 @@ def submit_job(
     """Queue a training job. The same Idempotency-Key (per user) with the same body returns
     the same job (200); with another body it is 422 naming the key, and nothing is stored.
     429 when the user already has the maximum of queued jobs and sweeps."""
-    spec = JobSpec.from_fields(body)
-    errors = check_limits(spec, settings)
-    if errors:
-        raise RequestValidationError(errors)
-    refuse_unschedulable(makers, settings, spec.resources, loc=("body", "resources"))
-    job, created = queue.submit(
-        makers,
-        spec,
-        priority=body.priority,
-        idempotency_key=idempotency_key,
-        max_attempts=body.max_attempts,
-        user_id=principal.user_id,
-        max_queued=settings.max_queued_per_user,
-    )
+
+    def submit() -> tuple[JobPublic, bool]:
+        spec = JobSpec.from_fields(body)
+        errors = check_limits(spec, settings)
+        if errors:
+            raise RequestValidationError(errors)
+        refuse_unschedulable(makers, settings, spec.resources, loc=("body", "resources"))
+        job, created = queue.submit(
+            makers,
+            spec,
+            priority=body.priority,
+            idempotency_key=idempotency_key,
+            max_attempts=body.max_attempts,
+            user_id=principal.user_id,
+            max_queued=settings.max_queued_per_user,
+        )
+        return to_public(job), created
+
+    public, created = await in_thread(submit)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return to_public(job)
+    return public
 
 
 @router.get("", response_model=JobPage)
-def list_jobs(
-    session: SessionDep,
+async def list_jobs(
+    makers: ReadSessionMakerDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     state: JobState | None = None,
@@ -181,31 +195,41 @@ def list_jobs(
     """The caller's jobs (an admin's: everyone's), newest first, optionally filtered by
     state; ``kind=trial`` lists sweeps' trials instead (sweeps themselves: /sweeps)."""
     limit = min(limit, settings.page_size_limit)
-    rows, total = reads.job_views(
-        session,
-        state=state,
-        kind=kind,
-        offset=offset,
-        limit=limit,
-        user_id=owner_filter(principal),
-    )
-    pending = pending_reasons(session, rows)
-    return JobPage(
-        items=[view_public(row, pending) for row in rows],
-        total=total,
-        offset=offset,
-        limit=limit,
-    )
+
+    def page() -> JobPage:
+        with makers() as session:
+            rows, total = reads.job_views(
+                session,
+                state=state,
+                kind=kind,
+                offset=offset,
+                limit=limit,
+                user_id=owner_filter(principal),
+            )
+            pending = pending_reasons(session, rows)
+        return JobPage(
+            items=[view_public(row, pending) for row in rows],
+            total=total,
+            offset=offset,
+            limit=limit,
+        )
+
+    return await in_thread(page)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
-def get_job(job_id: Id, session: SessionDep, principal: PrincipalDep) -> JobPublic:
+async def get_job(job_id: Id, makers: ReadSessionMakerDep, principal: PrincipalDep) -> JobPublic:
     """The job; a queued one says why it has not started (``pending_reason``). One
     statement (two for a queued job: the workers' published resources)."""
-    row = reads.job_view(session, job_id)
-    if row is None or not can_see(principal, row):
-        raise HTTPException(status_code=404, detail=f"no job {job_id}")
-    return view_public(row, pending_reasons(session, [row]))
+
+    def view() -> JobPublic:
+        with makers() as session:
+            row = reads.job_view(session, job_id)
+            if row is None or not can_see(principal, row):
+                raise HTTPException(status_code=404, detail=f"no job {job_id}")
+            return view_public(row, pending_reasons(session, [row]))
+
+    return await in_thread(view)
 
 
 @router.get("/{job_id}/metrics", response_model=list[EpochMetrics], responses=NOT_FOUND)
