@@ -27,7 +27,7 @@ from service.deps import (
     in_thread,
 )
 from service.pending import pending_reasons, refuse_unschedulable
-from service.responses import NOT_FOUND, submit_responses
+from service.responses import NOT_FOUND, model_response, submit_responses
 from service.schemas import (
     CancelResult,
     CheckpointPublic,
@@ -152,9 +152,8 @@ async def submit_job(
     makers: SessionMakerDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobPublic:
+) -> Response:
     """Queue a training job. The same Idempotency-Key (per user) with the same body returns
     the same job (200); with another body it is 422 naming the key, and nothing is stored.
     429 when the user already has the maximum of queued jobs and sweeps."""
@@ -177,9 +176,7 @@ async def submit_job(
         return to_public(job), created
 
     public, created = await in_thread(submit)
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return public
+    return model_response(public, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 @router.get("", response_model=JobPage)
@@ -191,7 +188,7 @@ async def list_jobs(
     kind: Literal["train", "trial"] = "train",
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-) -> JobPage:
+) -> Response:
     """The caller's jobs (an admin's: everyone's), newest first, optionally filtered by
     state; ``kind=trial`` lists sweeps' trials instead (sweeps themselves: /sweeps)."""
     limit = min(limit, settings.page_size_limit)
@@ -214,11 +211,11 @@ async def list_jobs(
             limit=limit,
         )
 
-    return await in_thread(page)
+    return model_response(await in_thread(page))
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
-async def get_job(job_id: Id, makers: ReadSessionMakerDep, principal: PrincipalDep) -> JobPublic:
+async def get_job(job_id: Id, makers: ReadSessionMakerDep, principal: PrincipalDep) -> Response:
     """The job; a queued one says why it has not started (``pending_reason``). One
     statement (two for a queued job: the workers' published resources)."""
 
@@ -229,7 +226,7 @@ async def get_job(job_id: Id, makers: ReadSessionMakerDep, principal: PrincipalD
                 raise HTTPException(status_code=404, detail=f"no job {job_id}")
             return view_public(row, pending_reasons(session, [row]))
 
-    return await in_thread(view)
+    return model_response(await in_thread(view))
 
 
 @router.get("/{job_id}/metrics", response_model=list[EpochMetrics], responses=NOT_FOUND)
