@@ -4,9 +4,10 @@ Trials were planned at submit (``service.sweep_plan``); Tune runs them as a grid
 keys, so a re-claimed sweep runs only the trials that have not ended, each resuming from
 its newest stored checkpoint, and finished trials are never re-run. A trial with one
 worker trains directly inside its Tune actor (no nested trainer to start: seconds saved
-per trial); a trial with several builds a ``TorchTrainer`` whose reports reach Tune
-through ``TuneReportCallback`` (the Train-inside-Tune pattern). ASHA stops poor trials by
-the reported ``epoch``; a stopped trial ends ``stopped`` with the epochs it ran.
+per trial); a trial with several is rank 0 of a warm DDP group that its reused actor keeps
+between trials (``workers.peer_group``; a ``TorchTrainer`` per trial cost 11 s more).
+ASHA stops poor trials by the reported ``epoch``; a stopped trial ends ``stopped`` with
+the epochs it ran.
 
 A database outage fails no trial: each write is retried for up to a lease; a trial that
 still ends on the outage is left open (``TrialOutageError``), and the sweep ends on a
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -37,9 +37,10 @@ from recu_db.retry import is_transient, retry_transient
 from recu_db.states import TERMINAL, JobState
 from recu_db.trials import end_open_trials, end_trial, start_trial
 from workers.failures import DatabaseOutageError, is_outage
+from workers.peer_group import run_on_peers
 from workers.stops import JobStoppedError
 from workers.train_loop import run_training
-from workers.trainer import TrainingCodeError, run_job, storage_path
+from workers.trainer import TrainingCodeError, storage_path
 
 
 class TrialOutageError(DatabaseOutageError):
@@ -136,7 +137,6 @@ def run_trial(
     sweep: Lease,
     database_url: str,
     lease_s: float,
-    runs_dir: str,
 ) -> None:
     """The Tune trainable: start the planned trial under the sweep's lease and train it."""
     sweep_lease = sweep
@@ -162,15 +162,7 @@ def run_trial(
                 lease, database_url=database_url, lease_s=lease_s, rank=0, report=tune.report
             )
         else:
-            run_job(
-                lease,
-                database_url=database_url,
-                lease_s=lease_s,
-                runs_dir=runs_dir,
-                max_failures=0,
-                name=f"sweep-{sweep_lease.job_id}-trial-{config['trial']}-{lease.attempt}",
-                callbacks=[TuneReportCallback()],
-            )
+            run_on_peers(lease, database_url=database_url, lease_s=lease_s, report=tune.report)
         durable(lambda: queue.finish(db, lease, JobState.SUCCEEDED))
     except JobStoppedError:  # cancelled: ends cancelled, no error (the fence drops the rest)
         durable(
@@ -225,22 +217,17 @@ def _run_sweep(
     pending = [r.trial_key for r in rows if JobState(r.state) not in TERMINAL]
     if pending:
         first = JobSpec.model_validate(rows[0].spec)  # every trial runs on the same resources
-        one = first.resources.per_worker
-        # A one-worker trial trains in its Tune actor, which reserves that worker's CPUs
-        # and GPUs. A multi-worker trial's actor only drives a TorchTrainer, whose workers
-        # reserve the resources; Tune refuses an empty request, so the driver asks for one
-        # byte of memory instead of the 1 CPU default that could starve its own workers.
-        resources: dict[str, float] = (
-            {k.lower(): v for k, v in one.items()}
-            if first.resources.num_workers == 1
-            else {"memory": 1}
+        # A trial's actor is its rank 0; a multi-worker trial's other ranks are actors it
+        # starts in the other bundles of its placement group (all reserved together, so
+        # concurrent trials never hold half a group each)
+        resources = tune.PlacementGroupFactory(
+            [first.resources.per_worker] * first.resources.num_workers
         )
         trainable = tune.with_parameters(
             run_trial,
             sweep=lease,
             database_url=database_url,
             lease_s=lease_s,
-            runs_dir=storage_path(runs_dir),
         )
         stopper = StopWhenSweepEnds(database_url, lease)
         recorder = RecordTrialEnds(database_url, lease, retry_s=lease_s)

@@ -5,7 +5,8 @@ torch) and a process group for every job: about 6 s before the first epoch of a 
 job, whatever its length. A ``WarmRank`` is one Ray actor holding one rank's resources
 (its CPUs, its GPU) that runs ``run_training`` for one job after another, so torch, the
 datasets decoded in memory and CUDA stay loaded between jobs. Jobs with more than one
-rank (DDP) keep Ray Train, as do sweep trials (Tune's report callback is Ray Train's).
+rank (DDP) keep Ray Train; a sweep's multi-worker trials run on a warm DDP group
+(``workers.peer_group``).
 
 The semantics are the TorchTrainer path's (``workers.trainer``): the actor reports how the
 run ended as a value (``Ended``) rather than by raising across Ray, and the driver maps it:
@@ -65,13 +66,14 @@ def shape_of(lease: Lease) -> Shape:
     return tuple(sorted(lease.job.resources.per_worker.items()))
 
 
-def _run(job: RankJob) -> Ended:
+def run_rank(job: RankJob, rank: int = 0) -> Ended:
+    """Run one rank of the job in this process; how it ended, as a value (never raises)."""
     try:
         run_training(
             job.lease,
             database_url=job.database_url,
             lease_s=job.lease_s,
-            rank=0,
+            rank=rank,
             report=lambda _metrics: None,  # the database is the record; nobody else listens
         )
         return Ended(Outcome.SUCCEEDED)
@@ -81,10 +83,10 @@ def _run(job: RankJob) -> Ended:
         text = "".join(traceback.format_exception(err))
         if is_transient(err):
             return Ended(Outcome.OUTAGE, f"{type(err).__name__}: {err.orig}", text)
-        return Ended(Outcome.CODE_ERROR, f"{type(err).__name__}: {err} (rank 0)", text)
+        return Ended(Outcome.CODE_ERROR, f"{type(err).__name__}: {err} (rank {rank})", text)
     except Exception as err:
         text = "".join(traceback.format_exception(err))
-        return Ended(Outcome.CODE_ERROR, f"{type(err).__name__}: {err} (rank 0)", text)
+        return Ended(Outcome.CODE_ERROR, f"{type(err).__name__}: {err} (rank {rank})", text)
     finally:
         gc.collect()
         _release_device_memory()
@@ -102,7 +104,7 @@ class WarmRank:
     """The actor: runs one job's rank 0 at a time in this long-lived process."""
 
     def run(self, job: RankJob) -> Ended:
-        return _run(job)
+        return run_rank(job)
 
 
 def _start(shape: Shape) -> ActorHandle:

@@ -3,7 +3,9 @@ queue worker, ASHA stopping poor trials, histories and checkpoints in the databa
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import threading
 import uuid
 
@@ -20,7 +22,12 @@ from recu_core.settings import DataSettings  # noqa: E402
 from recu_core.train import evaluate_accuracy, load_trained_model  # noqa: E402
 from service.config import ServiceSettings  # noqa: E402
 from tests.api_client import api_client  # noqa: E402
-from tests.helpers import START_S, assert_ray_cpus_released, wait_until  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    START_S,
+    assert_ray_cpus_released,
+    ray_actors,
+    wait_until,
+)
 from workers.loop import WorkerSettings, serve  # noqa: E402
 
 DIGITS = {"name": "digits", "num_train": 1024, "num_test": 256}
@@ -122,20 +129,67 @@ def test_cancel_mid_sweep_ends_every_trial_and_frees_ray(service, local_ray):
     assert_ray_cpus_released()
 
 
-def test_multi_worker_trials_run_as_ray_train_inside_tune(service, local_ray):
+def _new_peers(before: dict[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
+    return {k: v for k, v in ray_actors("DdpPeer").items() if k not in before}
+
+
+def test_multi_worker_trials_run_on_one_warm_ddp_group(service, local_ray):
+    """Two trials of two ranks each: the second trial runs on the peer the first started
+    (one DdpPeer in all: no trainer, no process group started per trial)."""
     client, settings = service
     body = {
         "base": {**BASE, "epochs": 1, "resources": {"num_workers": 2}},
         "search": "grid",
-        "space": {"tau.tau_s": {"kind": "grid", "values": [0.9]}},
+        "space": {"tau.tau_s": {"kind": "grid", "values": [0.88, 0.9]}},
         "scheduler": {"kind": "none"},
     }
+    before = ray_actors("DdpPeer")  # the Ray instance is the module's: earlier tests' peers
     sweep = client.post("/sweeps", json=body).json()
     serve(settings, exit_when_idle=True)
     view = client.get(f"/sweeps/{sweep['id']}").json()
     assert view["state"] == "succeeded", (view["error"], [t["error"] for t in view["trials"]])
-    assert [t["state"] for t in view["trials"]] == ["succeeded"]
+    assert [t["state"] for t in view["trials"]] == ["succeeded", "succeeded"]
     assert all(len(t["metrics"]) == 1 for t in view["trials"])
+    peers = _new_peers(before)
+    assert len(peers) == 1, peers
+    assert_ray_cpus_released()
+
+
+def test_a_lost_peer_fails_its_trial_and_the_next_trial_starts_a_fresh_group(service, local_ray):
+    client, settings = service
+    body = {
+        "base": {**BASE, "epochs": 6, "resources": {"num_workers": 2}},
+        "search": "grid",
+        "space": {"tau.tau_s": {"kind": "grid", "values": [0.88, 0.9]}},
+        "scheduler": {"kind": "none"},
+    }
+    before = ray_actors("DdpPeer")
+    sweep = client.post("/sweeps", json=body).json()
+    runner = threading.Thread(target=serve, args=(settings,), kwargs={"exit_when_idle": True})
+    runner.start()
+    try:
+        wait_until(  # the first trial trains on its group
+            lambda: client.get(f"/sweeps/{sweep['id']}").json()["trials"][0]["metrics"],
+            timeout=START_S,
+            interval=0.2,
+            progress=lambda: client.get(f"/sweeps/{sweep['id']}").json()["state"],
+            message="the first trial's first epoch",
+        )
+        ((pid, _state),) = _new_peers(before).values()
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        runner.join(timeout=START_S * 2)  # trial 1 runs its 6 epochs on a fresh group
+    assert not runner.is_alive()
+    view = client.get(f"/sweeps/{sweep['id']}").json()
+    first, second = view["trials"]
+    assert first["state"] == "failed", first
+    assert first["current_epoch"] < 6
+    assert "RayActorError" in first["error"] or "died" in first["error"], first["error"]
+    assert (second["state"], second["current_epoch"]) == ("succeeded", 6), second
+    assert [m["epoch"] for m in second["metrics"]] == list(range(1, 7))
+    peers = _new_peers(before)
+    assert len(peers) == 2, peers
+    assert {state for _pid, state in peers.values()} == {"DEAD"}, peers
     assert_ray_cpus_released()
 
 
