@@ -78,7 +78,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
-        "--workers", type=int, default=1, help="DDP workers per trial (>1: Train inside Tune)."
+        "--workers",
+        type=int,
+        default=1,
+        help="DDP workers per trial (>1: a warm DDP group, workers/peer_group.py).",
     )
     parser.add_argument(
         "--scheduler", choices=["asha", "none"], default="asha", help="The sweep's scheduler."
