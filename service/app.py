@@ -12,6 +12,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recu_db.engine import make_read_sessionmaker, make_sessionmaker
@@ -29,6 +30,7 @@ from service.token_cache import TokenCache
 
 log = logging.getLogger("recu.service")
 
+DOCS_ASSETS = "/docs-assets"
 AUTH_DISABLED_WARNING = (
     "AUTHENTICATION IS DISABLED (RECU_AUTH_DISABLED=true): every request acts as the admin "
     "user 'local'. Never expose this service beyond this machine."
@@ -59,11 +61,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from this service (the assets ship in the
+    # fastapi-offline package under DOCS_ASSETS), not from a CDN: they render offline
+    app = FastAPIOffline(
         title="recu",
         summary="Training service for ReCU binary neural networks.",
         version="0.1.0",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
     )
     errors.install(app)
     authenticated = [Depends(current_principal)]

@@ -27,6 +27,7 @@ from recu_db.states import JobState
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's package
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 EPOCHS = 4
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 # Chromium as root in a container, with no network beyond loopback (see docs/dashboard.md)
 CHROMIUM_ARGS = [
     "--headless",
@@ -338,3 +339,35 @@ def test_a_stopped_trial_page_stops_polling_and_a_queued_job_says_why(page, serv
         http.post(f"/jobs/{gpu}/cancel")
     finally:
         cluster.withdraw(db, "dashboard-test")
+
+
+@pytest.mark.parametrize(
+    ("path", "rendered"),
+    [
+        ("/docs", ".opblock-summary-path[data-path='/jobs/{job_id}']"),  # Swagger UI's operations
+        ("/redoc", "[data-section-id^='tag/jobs']"),  # ReDoc's sections
+    ],
+)
+def test_api_docs_render_with_the_network_closed(browser, service, path, rendered):
+    """Swagger UI and ReDoc load their assets from the service itself: every request that
+    leaves the service's origin is aborted, and the pages still render the API. (ReDoc's
+    bundle asks its CDN for its own "powered by" logo, an image it hides when that fails;
+    nothing the page needs comes from outside.)"""
+    api = service["service"].api
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_the_service(route) -> None:
+        if route.request.url.startswith(api):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", only_the_service)
+    page = context.new_page()
+    page.goto(f"{api}{path}")
+    page.wait_for_selector(rendered, timeout=60_000)
+    assert set(outside) <= {REDOC_LOGO}, outside
+    _shot(page, f"api{path.replace('/', '-')}")
+    context.close()

@@ -19,7 +19,7 @@ from recu_cli.main import app as cli
 from recu_db import queue, results
 from recu_db.models import ApiToken, User
 from recu_db.tokens import create_token, revoke_token
-from service.app import AUTH_DISABLED_WARNING, create_app
+from service.app import AUTH_DISABLED_WARNING, DOCS_ASSETS, create_app
 from service.config import ServiceSettings
 from tests.api_client import bearer, token_for
 
@@ -93,15 +93,16 @@ def test_the_api_description_is_public_and_holds_no_data(client):
     """/docs, /redoc and /openapi.json answer without a token (docs/reliability.md,
     Security): they describe the API, the same for every caller, and hold no data. They
     are the only routes of the app besides the described operations (walked by the test
-    above), the dashboard's (include_in_schema=False; tests/e2e/test_dashboard.py) and
-    its static files."""
+    above), the dashboard's (include_in_schema=False; tests/e2e/test_dashboard.py), its
+    static files and the viewers' assets (Swagger UI and ReDoc served offline)."""
     for path, content_type in PUBLIC.items():
         plain = client.get(path)
         assert plain.status_code == 200, path
         assert plain.headers["content-type"].startswith(content_type), path
     described = set(client.app.openapi()["paths"])
     top_level = {route.path for route in client.app.routes if hasattr(route, "path")}
-    assert top_level - described == {*PUBLIC, "/ui/static"}
+    assert top_level - described == {*PUBLIC, "/ui/static", DOCS_ASSETS}
+    assert client.get(f"{DOCS_ASSETS}/swagger-ui-bundle.js").status_code == 200
     token = token_for(client, "alice")
     assert client.post("/jobs", json=JOB, headers=bearer(token)).status_code == 201
     schema = client.get("/openapi.json").text
