@@ -10,6 +10,7 @@ overflow) under the server's max_connections.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Annotated
 
 import typer
@@ -37,12 +38,16 @@ def serve(
     settings = load_settings(ServiceSettings)  # every process reads them again: fail here
     if settings.api_nice and hasattr(os, "nice"):
         os.nice(settings.api_nice)  # the server processes inherit it
+    processes = workers or settings.api_workers
+    if processes > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics from any process sums every process's request histograms
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recu-metrics-")
     uvicorn.run(
         "service.app:create_app",
         factory=True,
         host=host,
         port=port,
-        workers=workers or settings.api_workers,
+        workers=processes,
         access_log=settings.api_access_log if access_log is None else access_log,
     )
 

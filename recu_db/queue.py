@@ -55,6 +55,10 @@ _LIVE = (JobState.RUNNING, JobState.CANCELLING)
 DEFAULT_POLICY = ClaimPolicy()
 
 
+#: How every reason the reaper records begins (``recu_db.stats`` counts them).
+LEASE_EXPIRED = "lease expired"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -1059,9 +1063,9 @@ def reap(
             target = _give_back(
                 session,
                 job,
-                requeued=f"lease expired (owner {job.owner}); requeued",
-                failed=f"lease expired on attempt {job.attempt} of {job.max_attempts}",
-                cancelled="lease expired while cancelling",
+                requeued=f"{LEASE_EXPIRED} (owner {job.owner}); requeued",
+                failed=f"{LEASE_EXPIRED} on attempt {job.attempt} of {job.max_attempts}",
+                cancelled=f"{LEASE_EXPIRED} while cancelling",
                 policy=policy,
                 now=now,
             )

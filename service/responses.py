@@ -12,21 +12,22 @@ class ErrorDetail(BaseModel):
     detail: str
 
 
-def _error(description: str) -> dict[str, Any]:
+def error_description(description: str) -> dict[str, Any]:
+    """An error answer's OpenAPI entry: ``{"detail": ...}`` and what it means."""
     return {"model": ErrorDetail, "description": description}
 
 
 AUTHENTICATED: dict[int | str, dict[str, Any]] = {
-    401: _error("No token, or an invalid or revoked one (WWW-Authenticate: Bearer)."),
-    503: _error("The database is unreachable; retry after Retry-After seconds."),
+    401: error_description("No token, or an invalid or revoked one (WWW-Authenticate: Bearer)."),
+    503: error_description("The database is unreachable; retry after Retry-After seconds."),
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: _error("No such id, or one that belongs to another user."),
+    404: error_description("No such id, or one that belongs to another user."),
 }
 _SUBMIT: dict[int | str, dict[str, Any]] = {
-    400: _error("The body is not JSON (not even UTF-8)."),
-    413: _error("The request body is larger than RECU_MAX_REQUEST_BYTES."),
-    429: _error("The user already has RECU_MAX_QUEUED_PER_USER queued jobs and sweeps."),
+    400: error_description("The body is not JSON (not even UTF-8)."),
+    413: error_description("The request body is larger than RECU_MAX_REQUEST_BYTES."),
+    429: error_description("The user already has RECU_MAX_QUEUED_PER_USER queued jobs and sweeps."),
 }
 
 
