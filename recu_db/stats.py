@@ -42,9 +42,8 @@ class ServiceStats:
 def service_stats(session: Session, now: datetime) -> ServiceStats:
     """Five aggregate reads: jobs by state, the claimable queue, the two event counts, and
     the running jobs' newest epochs."""
-    by_state = {state.value: 0 for state in JobState}
-    for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state)):
-        by_state[state] = count
+    counted = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+    by_state = {state.value: counted.get(state.value, 0) for state in JobState}
     claimable = (Job.state == JobState.QUEUED, Job.kind != "trial")
     queued, oldest = session.execute(
         select(func.count(), func.min(Job.created_at)).where(*claimable)

@@ -24,8 +24,8 @@ from service.config import ServiceSettings
 from service.dashboard import routes as dashboard
 from service.deps import current_principal
 from service.limits import AdmissionLimit, AllowHeader, BodySizeLimit, RatePace
-from service.responses import AUTHENTICATED
 from service.metrics import Metrics, RequestTimer
+from service.responses import AUTHENTICATED
 from service.routes import checkpoints, health, jobs, metrics, sweeps
 from service.token_cache import TokenCache
 
