@@ -6,6 +6,8 @@ checkpoint files (recu_cli.local), the service's client (client, sweep_client), 
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -39,6 +41,36 @@ for command in (
 app.command("sweep-status")(sweep_client.sweep_status)
 app.command("sweep-cancel")(sweep_client.sweep_cancel)
 app.add_typer(token_app, name="token")
+
+
+def installed_version() -> str:
+    """The installed recu package's version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return version("recu")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"recu {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """ReCU binary neural networks: train, evaluate, export locally; run the training
+    service and use it."""
 
 
 def run(command: str, prog_name: str) -> None:

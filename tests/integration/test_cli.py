@@ -204,3 +204,16 @@ def test_inspect_of_a_non_checkpoint_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["inspect", str(notes)])
     assert result.exit_code == 2
     assert "is not a safetensors checkpoint" in " ".join(result.output.split())  # rich wraps
+
+
+def test_version_prints_the_installed_package_version():
+    from importlib.metadata import version
+
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("recu")), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == f"recu {version('recu')}\n"
+    assert re.fullmatch(r"recu \d+\.\d+\.\d+\S*\n", result.stdout)
