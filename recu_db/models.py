@@ -85,6 +85,13 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
+#: A partial index over the queued jobs alone (a claim's candidates).
+_QUEUED_ONLY: dict[str, Any] = {
+    "postgresql_where": text("state = 'queued'"),
+    "sqlite_where": text("state = 'queued'"),
+}
+
+
 class Job(Base):
     """A queue item. ``attempt`` and ``owner`` fence every write after a claim.
 
@@ -98,14 +105,7 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("parent_id", "trial_key"),
         UniqueConstraint("user_id", "idempotency_key"),
-        # the queued jobs alone (a claim's candidates), and the per-user cap's count
-        Index(
-            "ix_jobs_queued",
-            "priority",
-            "id",
-            postgresql_where=text("state = 'queued'"),
-            sqlite_where=text("state = 'queued'"),
-        ),
+        # the queued jobs' indexes in claim order follow the class; the per-user cap's count
         Index("ix_jobs_user_state", "user_id", "state"),
     )
 
@@ -139,6 +139,13 @@ class Job(Base):
     # a worker draining its cluster for this (wide) job, until then (recu_db.fairshare)
     reserved_by: Mapped[str | None] = mapped_column(String(200))
     reserved_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+# The queued jobs alone (a claim's candidates): in claim order, by owner in that order
+# (fair share's probe per owner) and by age (aging's probe).
+Index("ix_jobs_queued", Job.priority.desc(), Job.id, **_QUEUED_ONLY)
+Index("ix_jobs_queued_owner", Job.user_id, Job.priority.desc(), Job.id, **_QUEUED_ONLY)
+Index("ix_jobs_queued_created", Job.created_at, **_QUEUED_ONLY)
 
 
 class JobEvent(Base):

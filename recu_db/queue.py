@@ -38,13 +38,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from recu_core.jobspec import ExportSpec, JobSpec
 from recu_core.sweepspec import SweepSpec
 from recu_db import fairshare
+from recu_db.candidates import first_unlocked
 from recu_db.fairshare import ClaimPolicy
 from recu_db.models import EpochMetric, Export, Job, JobEvent, UtcDateTime
 from recu_db.specs import InvalidStoredSpecError, Spec, parse_spec
@@ -562,51 +562,10 @@ def _aged_first(shape: _ClaimShape, usage: Any) -> Any:
     return case((aged, literal(-1.0)), else_=usage)
 
 
-#: A claim on PostgreSQL orders the candidates without locks, keeps the first TOP_K (a
-#: top-N heapsort), then locks the first of those not locked by another claim: FOR UPDATE
-#: over the whole ORDER BY sorted every queued row in full (16 ms at 10,000 queued jobs
-#: with the fair-share order). More concurrent claimers than TOP_K could find all of them
-#: locked and claim nothing this time (the next poll claims).
-TOP_K = 64
-
-
 def _first_unlocked(shape: _ClaimShape, where: tuple[Any, ...]) -> Any:
-    """The id of the first candidate in claim order not locked by another claim (PostgreSQL).
-    The fair-share usage comes from two bound arrays (owners, usages) unnested and joined
-    on the owner (a hash join; a statement SQLAlchemy can cache, which a VALUES list is
-    not: compiling it on every claim was most of a claim's CPU)."""
-    if shape.users:
-        owners = (
-            func.unnest(
-                bindparam("owners", type_=ARRAY(Integer)), bindparam("usages", type_=ARRAY(Float))
-            )
-            .table_valued("user_id", "usage")
-            .render_derived(name="owners")
-        )
-        usage: Any = func.coalesce(owners.c.usage, 0.0)
-        source: Any = Job.__table__.outerjoin(owners, owners.c.user_id == Job.user_id)
-    else:
-        usage, source = literal(0.0), Job.__table__
-    usage = _aged_first(shape, usage)
-    top = (
-        select(Job.id, usage.label("usage"), Job.priority)
-        .select_from(source)
-        .where(*where)
-        .order_by(usage, Job.priority.desc(), Job.id)
-        .limit(TOP_K)
-        .subquery("top")
-    )
-    # the conditions again on the locked row: one claimed by another claim since this
-    # statement's snapshot is re-read at the lock and no longer matches (skipped)
-    return (
-        select(Job.id)
-        .join(top, top.c.id == Job.id)
-        .where(*where)
-        .order_by(top.c.usage, top.c.priority.desc(), top.c.id)
-        .limit(1)
-        .with_for_update(of=Job, skip_locked=True)
-        .scalar_subquery()
-    )
+    """PostgreSQL: the first candidate in claim order not locked by another claim, read
+    through the claim-order indexes (``recu_db.candidates``)."""
+    return first_unlocked(where, fair=bool(shape.users), aging=shape.aging)
 
 
 @functools.lru_cache(maxsize=256)

@@ -233,3 +233,51 @@ def test_a_job_that_waited_age_s_goes_first_whatever_its_owners_usage(db, users)
     aged = queue.claim(db, "w", lease_s=60, policy=aging, now=T0 + HOUR + timedelta(seconds=1800))
     assert aged is not None
     assert aged.job_id == old.id
+
+
+def test_the_claim_order_matches_its_definition_on_a_large_mixed_queue(db, users):
+    """Over 200 queued jobs (more than the claim's 64 candidates per owner) of owners with
+    and without usage and of no owner, in four priorities, some aged, some too wide for
+    the free GPUs: claiming until nothing fits takes exactly the fitting jobs, in the
+    order (-1 if aged else the owner's usage, priority DESC, id)."""
+    import random
+
+    alice, bob = users
+    carol = ensure_user(db, "carol").user_id
+    policy = ClaimPolicy(half_life_s=3600.0, age_s=1800.0, reserve_after_s=None)
+    for owner, gpus in ((alice, 4), (bob, 1)):  # alice used 4 GPU-hours, bob 1
+        queue.submit(db, _gpus(gpus), user_id=owner, now=T0)
+        ran = queue.claim(db, "w", lease_s=7200, policy=policy, now=T0)
+        assert ran is not None
+        queue.finish(db, ran, JobState.SUCCEEDED, policy=policy, now=T0 + HOUR)
+    now = T0 + 3 * HOUR
+    rng = random.Random(7)
+    queued = []
+    for i in range(200):
+        owner = rng.choice([alice, alice, bob, carol, None])
+        created = now - timedelta(seconds=rng.choice([60, 600, 1799, 1801, 7000]))
+        wide = rng.random() < 0.1
+        job, _ = queue.submit(
+            db,
+            _gpus(4 if wide else 1, seed=i),
+            user_id=owner,
+            priority=rng.randrange(4),
+            now=created,
+        )
+        queued.append((job.id, owner, job.priority, created, wide))
+    with make_sessionmaker(db.kw["bind"])() as session:
+        usage = fairshare.usage_now(session.connection(), now, policy)
+    assert usage[alice] > usage[bob] > 0
+    assert policy.age_s is not None
+    aged_before = now - timedelta(seconds=policy.age_s)
+
+    def key(job: tuple) -> tuple:
+        job_id, owner, priority, created, _wide = job
+        first = -1.0 if created <= aged_before else usage.get(owner, 0.0)
+        return (first, -priority, job_id)
+
+    expected = [job[0] for job in sorted(queued, key=key) if not job[4]]
+    claimed = []
+    while (lease := queue.claim(db, "w", lease_s=60, free=(64, 2), policy=policy, now=now)):
+        claimed.append(lease.job_id)
+    assert claimed == expected
