@@ -5,7 +5,7 @@ The claim order is (key, priority DESC, id) where the key is -1 for a job queued
 first candidates in that order are the union of a few short index reads, never a pass
 over every queued job:
 
-- per owner with queued jobs, its first ``TOP_K`` jobs by (priority DESC, id) (index
+- per owner with queued jobs, its first ``PER_OWNER`` jobs by (priority DESC, id) (index
   ``ix_jobs_queued_owner``), keyed by the owner's usage; the owners are found by a
   loose index scan of the same index (one probe per owner), and jobs without an owner
   form one more group with usage 0;
@@ -34,16 +34,19 @@ from recu_db.states import JobKind, JobState
 #: Candidates kept in claim order: more concurrent claimers than TOP_K could find all of
 #: them locked and claim nothing this time (the next poll claims).
 TOP_K = 64
+#: Candidates per owner: while more claimers than this hold locks on one owner's first
+#: jobs at once, the next claimer takes the next owner's job (order bends, never stalls).
+PER_OWNER = 8
 
 
-def _first(where: tuple[Any, ...], key: Any, *more: Any) -> Any:
-    """The first TOP_K queued jobs matching ``where`` and ``more`` by (priority DESC, id),
-    with ``key`` as their claim key."""
+def _first(where: tuple[Any, ...], key: Any, *more: Any, limit: int = TOP_K) -> Any:
+    """The first ``limit`` queued jobs matching ``where`` and ``more`` by (priority DESC,
+    id), with ``key`` as their claim key."""
     return (
         select(Job.id, key.label("usage"), Job.priority)
         .where(*where, *more)
         .order_by(Job.priority.desc(), Job.id)
-        .limit(TOP_K)
+        .limit(limit)
     )
 
 
@@ -74,8 +77,8 @@ def _owners() -> Any:
 
 
 def _by_owner(where: tuple[Any, ...]) -> list[Any]:
-    """Each owner's first TOP_K jobs keyed by its usage (the bound arrays owners/usages;
-    absent: 0), and the jobs without an owner keyed 0."""
+    """Each owner's first PER_OWNER jobs keyed by its usage (the bound arrays
+    owners/usages; absent: 0), and the jobs without an owner keyed 0 (one more owner)."""
     owners = _owners()
     usages = (
         func.unnest(
@@ -89,7 +92,7 @@ def _by_owner(where: tuple[Any, ...]) -> list[Any]:
         select(Job.id, Job.priority)
         .where(*where, Job.user_id == owners.c.user_id)
         .order_by(Job.priority.desc(), Job.id)
-        .limit(TOP_K)
+        .limit(PER_OWNER)
         .lateral("best")
     )
     grouped = (
@@ -99,7 +102,7 @@ def _by_owner(where: tuple[Any, ...]) -> list[Any]:
         .join(best, true())
         .where(owners.c.user_id.is_not(None))
     )
-    return [grouped, _first(where, literal(0.0), Job.user_id.is_(None))]
+    return [grouped, _first(where, literal(0.0), Job.user_id.is_(None), limit=PER_OWNER)]
 
 
 def first_unlocked(where: tuple[Any, ...], *, fair: bool, aging: bool) -> Any:
