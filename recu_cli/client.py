@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from recu_cli.errors import load_settings, usage_error
+from recu_cli.follow import FollowError, follow
 from recu_cli.overrides import SpecError
 from recu_cli.specs import SetOption, build_spec, validate
 from recu_core.config import DatasetName, ModelName
@@ -37,6 +38,7 @@ UNSCHEDULABLE = 3
 
 
 TOKEN_ENV = env_name(ClientSettings, "api_token")
+EventHandler = Callable[[str, dict[str, Any]], bool]
 
 
 def api_url(api: str | None) -> str:
@@ -146,9 +148,25 @@ def unschedulable(item: dict[str, Any]) -> bool:
     return (item.get("pending_reason") or "").startswith("unschedulable")
 
 
-def _follow(client: httpx.Client, job_id: int, epochs: int, poll_s: float = 1.0) -> None:
-    """Show the job's progress until it ends (the API's ``terminal``); exit 1 unless it
-    ended well, UNSCHEDULABLE (3) at once when it can never start."""
+def _followed(client: httpx.Client, job_id: int, on_event: EventHandler) -> None:
+    """``follow`` with the CLI's errors: a refused stream as the API's error, an API out
+    of reach for too long as a connection failure (exit 1)."""
+    try:
+        follow(client, job_id, on_event)
+    except FollowError as err:
+        if err.response is not None:
+            _check(err.response)
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(code=1) from None
+
+
+def _follow(client: httpx.Client, job_id: int, epochs: int) -> None:
+    """Show the job's progress until it ends (its live stream; re-attached after an API
+    restart); exit 1 unless it ended well, UNSCHEDULABLE (3) at once when it can never
+    start. On a terminal, a progress bar; piped, one line per epoch and state change.
+    Ctrl-C stops following, not the job (and says so)."""
+    job: dict[str, Any] = {}
+    live = console.is_terminal
     progress = Progress(
         TextColumn(f"job {job_id}"),
         BarColumn(),
@@ -156,18 +174,37 @@ def _follow(client: httpx.Client, job_id: int, epochs: int, poll_s: float = 1.0)
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=console,
+        disable=not live,
     )
-    with progress:
-        task = progress.add_task("", total=epochs, status="")
-        while True:
-            job = _check(client.get(f"/jobs/{job_id}"))
+
+    def on_event(kind: str, data: dict[str, Any]) -> bool:
+        nonlocal job
+        if kind == "state":
+            if not live and data["state"] != job.get("state"):
+                console.print(f"job {job_id} {data['state']}", highlight=False)
+            job = data
             status = job["state"] + (
                 f" ({job['pending_reason']})" if job.get("pending_reason") else _accuracy(job)
             )
             progress.update(task, completed=job["current_epoch"], status=status)
-            if job["terminal"] or unschedulable(job):
-                break
-            time.sleep(poll_s)
+            return unschedulable(job)
+        if kind == "epoch" and not live:
+            metrics = data["metrics"]
+            acc = metrics.get("test_acc")
+            shown = "" if acc is None else f"  test acc {acc:.2%}"
+            console.print(f"job {job_id} epoch {data['epoch']}/{epochs}{shown}", highlight=False)
+        return False
+
+    try:
+        with progress:
+            task = progress.add_task("", total=epochs, status="")
+            _followed(client, job_id, on_event)
+    except KeyboardInterrupt:
+        console.print(
+            f"stopped following; job {job_id} goes on ({job.get('state', 'submitted')}): "
+            f"`recu status {job_id} --wait` follows it again, `recu cancel {job_id}` stops it"
+        )
+        raise typer.Exit(code=130) from None
     if unschedulable(job):
         console.print(
             f"[red]job {job_id} cannot start:[/red] {job['pending_reason']}. It stays queued "
@@ -220,15 +257,65 @@ def jobs(
     console.print(f"{page['total']} job(s)")
 
 
-def status(job_id: int, api: ApiOption = None) -> None:
-    """One job as JSON: state, attempt, epoch, latest metrics, error."""
-    console.print_json(json.dumps(call(api, "GET", f"/jobs/{job_id}")))
+def status(
+    job_id: int,
+    wait: Annotated[
+        bool, typer.Option(help="Wait until the job ends (its live stream), then print it.")
+    ] = False,
+    api: ApiOption = None,
+) -> None:
+    """One job as JSON: state, attempt, epoch, latest metrics, error. With --wait, once it
+    has ended (exit 1 unless it ended well, 3 when it can never start)."""
+    if not wait:
+        console.print_json(json.dumps(call(api, "GET", f"/jobs/{job_id}")))
+        return
+    job: dict[str, Any] = {}
+
+    def on_event(kind: str, data: dict[str, Any]) -> bool:
+        nonlocal job
+        if kind == "state":
+            job = data
+            return unschedulable(job)
+        return False
+
+    try:
+        with _client(api) as client:
+            _followed(client, job_id, on_event)
+    except httpx.HTTPError as err:
+        raise _fail_connect(api, err) from None
+    console.print_json(json.dumps(job))
+    if unschedulable(job):
+        raise typer.Exit(code=UNSCHEDULABLE)
+    if job["state"] not in ENDED_WELL:
+        raise typer.Exit(code=1)
 
 
-def logs(job_id: int, api: ApiOption = None) -> None:
-    """The job's training output."""
-    for line in call(api, "GET", f"/jobs/{job_id}/logs", params={"limit": 10_000}):
-        console.print(line["line"], markup=False, highlight=False)
+def logs(
+    job_id: int,
+    follow_: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing new lines until the job ends (re-attaches)."
+        ),
+    ] = False,
+    api: ApiOption = None,
+) -> None:
+    """The job's training output; with --follow, as it is written until the job ends."""
+    if not follow_:
+        for line in call(api, "GET", f"/jobs/{job_id}/logs", params={"limit": 10_000}):
+            console.print(line["line"], markup=False, highlight=False)
+        return
+
+    def on_event(kind: str, data: dict[str, Any]) -> bool:
+        if kind == "log":
+            console.print(data["line"], markup=False, highlight=False)
+        return False
+
+    try:
+        with _client(api) as client:
+            _followed(client, job_id, on_event)
+    except httpx.HTTPError as err:
+        raise _fail_connect(api, err) from None
 
 
 def cancel(job_id: int, api: ApiOption = None) -> None:

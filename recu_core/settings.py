@@ -224,6 +224,24 @@ class ServiceSettings(DatabaseSettings):
         "unset: no ceiling.",
     )
 
+    api_max_streams: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        validation_alias="RECU_API_MAX_STREAMS",
+        description="Live streams (GET /jobs/{id}/stream) one API process serves at once; "
+        "beyond, 503 + Retry-After. Streams sit outside the admission limit: an open "
+        "stream holds no slot, thread or connection between its reads.",
+    )
+    api_stream_poll_s: float = Field(
+        0.5,
+        ge=0.05,
+        le=10,
+        validation_alias="RECU_API_STREAM_POLL_S",
+        description="Seconds between a live stream's reads of the database: an event "
+        "reaches a client within about this much of its commit.",
+    )
+
     def max_in_flight(self) -> int:
         """The admission limit; by default one request per pooled connection, so an
         admitted request never waits for a connection held by another admitted one."""

@@ -26,7 +26,7 @@ from service.deps import current_principal
 from service.limits import AdmissionLimit, AllowHeader, BodySizeLimit, RatePace
 from service.metrics import Metrics, RequestTimer
 from service.responses import AUTHENTICATED
-from service.routes import checkpoints, health, jobs, metrics, sweeps
+from service.routes import checkpoints, health, jobs, metrics, streams, sweeps
 from service.token_cache import TokenCache
 
 log = logging.getLogger("recu.service")
@@ -74,7 +74,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     errors.install(app)
     authenticated = [Depends(current_principal)]
     app.include_router(health.router)
-    for router in (jobs.router, checkpoints.router, sweeps.router, metrics.router):
+    for router in (
+        jobs.router,
+        streams.router,
+        checkpoints.router,
+        sweeps.router,
+        metrics.router,
+    ):
         app.include_router(router, dependencies=authenticated, responses=AUTHENTICATED)
     app.include_router(dashboard.router)
     app.include_router(dashboard.root)
@@ -99,6 +105,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.add_middleware(MarkAuthDisabled)
     # outermost: a request's time includes its wait for admission and pacing
     app.state.metrics = Metrics(lambda: app.state.read_sessionmaker)
+    app.state.streams = streams.StreamSlots(settings.api_max_streams)
     app.add_middleware(RequestTimer, metrics=app.state.metrics)
     return app
 

@@ -13,6 +13,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: The path suffix of the live streams (``service/routes/streams.py``).
+STREAM_SUFFIX = "/stream"
+
 
 class BodySizeLimit:
     """Pure ASGI middleware (no buffering): checks Content-Length, counts streamed bytes."""
@@ -87,6 +90,12 @@ class AdmissionLimit:
     EXEMPT = frozenset({"/healthz", "/readyz"})
     RETRY_AFTER_S = 2
 
+    @classmethod
+    def exempt(cls, path: str) -> bool:
+        """The health checks, and the live streams (``/stream``: long-lived, capped on
+        their own by ``StreamSlots``; each read takes a connection only for itself)."""
+        return path in cls.EXEMPT or path.endswith(STREAM_SUFFIX)
+
     def __init__(self, app: ASGIApp, *, limit: int, wait_s: float) -> None:
         self.app = app
         self.limit = limit
@@ -126,7 +135,7 @@ class AdmissionLimit:
         self.in_flight -= 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+        if scope["type"] != "http" or self.exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         if not await self._admit():
@@ -152,7 +161,7 @@ class RatePace:
     quiet spell starts at ``next_start``, which advances ``1 / rate`` per request; one
     that would wait longer than ``wait_s`` is answered 503 with Retry-After at once
     (nothing of it ran). A waiting request holds no thread, no connection and no CPU.
-    The health checks bypass it."""
+    The health checks and the live streams bypass it."""
 
     RETRY_AFTER_S = 1
 
@@ -163,7 +172,7 @@ class RatePace:
         self.next_start = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in AdmissionLimit.EXEMPT:
+        if scope["type"] != "http" or AdmissionLimit.exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         now = asyncio.get_running_loop().time()

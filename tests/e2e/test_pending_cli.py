@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from recu_cli import client as cli
@@ -30,11 +29,8 @@ def test_submit_wait_stops_with_the_reason_when_no_node_can_place_the_job(tmp_pa
         engine.dispose()
         spec = tmp_path / "gpu.json"
         spec.write_text(json.dumps({"epochs": 1, "resources": {"use_gpu": True}}))
-        with monkeypatch.context() as patched:  # time.sleep is the module's: undone at once
-            patched.setattr(cli.time, "sleep", lambda _s: pytest.fail("waits for the impossible"))
-            waited = runner.invoke(
-                app, ["submit", "--spec", str(spec), "--wait", "--api", service.api]
-            )
+        # the stream's first state says unschedulable: the follow ends there, no waiting
+        waited = runner.invoke(app, ["submit", "--spec", str(spec), "--wait", "--api", service.api])
         assert waited.exit_code == cli.UNSCHEDULABLE == 3, waited.output
         assert f"job 1 cannot start: {REASON}" in " ".join(waited.output.split())
         listing = runner.invoke(app, ["jobs", "--api", service.api])

@@ -278,6 +278,6 @@ def test_the_claim_order_matches_its_definition_on_a_large_mixed_queue(db, users
 
     expected = [job[0] for job in sorted(queued, key=key) if not job[4]]
     claimed = []
-    while (lease := queue.claim(db, "w", lease_s=60, free=(64, 2), policy=policy, now=now)):
+    while lease := queue.claim(db, "w", lease_s=60, free=(64, 2), policy=policy, now=now):
         claimed.append(lease.job_id)
     assert claimed == expected
