@@ -140,7 +140,7 @@ def test_the_api_conforms_to_its_openapi_spec_and_never_answers_5xx(
         else:
             with scratch_schema(POSTGRES_URL) as url:
                 report = _run(workdir, url, seed, phases, env)
-        assert "Tested: 20" in report, report  # every operation was exercised
+        assert "Tested: 20" in report, report  # every operation but the stream was exercised
         assert "Server error" not in report, report
         outcomes = tally.read_text().split()
         # the check judged the responses, most of them without a cross-field excuse
@@ -162,6 +162,10 @@ def _run(
                 "all",
                 "--exclude-checks",
                 "positive_data_acceptance",  # run as positive_data_acceptance_but_cross_field
+                # a live job's stream never ends, so a fuzzer cannot read its response: the
+                # stream and its refusals are tested by tests/e2e/test_streams.py
+                "--exclude-path-regex",
+                "/stream$",
                 "--max-examples",
                 str(MAX_EXAMPLES),
                 "--seed",
