@@ -55,7 +55,7 @@ def follow(
                 "GET",
                 f"/jobs/{job_id}/stream",
                 headers=headers,
-                timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S),
+                timeout=(30.0, READ_TIMEOUT_S, 30.0, 30.0),  # connect, read, write, pool
             ) as source:
                 if source.response.status_code >= 500:  # restarting, or its streams full
                     raise httpx.RemoteProtocolError(f"HTTP {source.response.status_code}")
