@@ -318,6 +318,13 @@ def logs(
         raise _fail_connect(api, err) from None
 
 
+def whoami(api: ApiOption = None) -> None:
+    """The user your token (RECU_API_TOKEN) acts for on the service, and its role."""
+    me = call(api, "GET", "/whoami")
+    role = "admin" if me["admin"] else "user"
+    console.print(f"{me['user']} ({role}) at {api_url(api)}", highlight=False)
+
+
 def cancel(job_id: int, api: ApiOption = None) -> None:
     """Cancel a job (queued: at once; running: at its next epoch)."""
     result = call(api, "POST", f"/jobs/{job_id}/cancel")

@@ -32,6 +32,7 @@ for command in (
     client.logs,
     client.cancel,
     client.download,
+    client.whoami,
     sweep_client.sweep,
     sweep_client.sweeps,
     processes.serve,

@@ -26,7 +26,7 @@ from service.deps import current_principal
 from service.limits import AdmissionLimit, AllowHeader, BodySizeLimit, RatePace
 from service.metrics import Metrics, RequestTimer
 from service.responses import AUTHENTICATED
-from service.routes import checkpoints, health, jobs, metrics, streams, sweeps
+from service.routes import checkpoints, health, jobs, metrics, streams, sweeps, whoami
 from service.token_cache import TokenCache
 
 log = logging.getLogger("recu.service")
@@ -80,6 +80,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         checkpoints.router,
         sweeps.router,
         metrics.router,
+        whoami.router,
     ):
         app.include_router(router, dependencies=authenticated, responses=AUTHENTICATED)
     app.include_router(dashboard.router)

@@ -16,6 +16,7 @@ from recu_cli.local_service import free_port, local_service
 from recu_cli.main import app
 from recu_db import queue, results
 from recu_db.engine import make_engine, make_sessionmaker
+from recu_db.tokens import create_token
 
 runner = CliRunner()
 
@@ -187,3 +188,17 @@ def test_sweep_commands_submit_list_follow_and_cancel(server):
 
     cancelled = runner.invoke(app, ["sweep-cancel", "6", "--api", api])
     assert "sweep 6 cancelled" in cancelled.output
+
+
+def test_whoami_names_the_tokens_user_and_role(server, monkeypatch):
+    api, db = server
+    me = runner.invoke(app, ["whoami", "--api", api])
+    assert me.exit_code == 0, me.output
+    assert me.output.strip() == f"local (user) at {api}"  # local_service's token
+    admin = create_token(db, "ops-token", user="ops", admin=True)
+    monkeypatch.setenv("RECU_API_TOKEN", admin)
+    assert runner.invoke(app, ["whoami", "--api", api]).output.strip() == f"ops (admin) at {api}"
+    monkeypatch.setenv("RECU_API_TOKEN", "recu_nope_nope")
+    refused = runner.invoke(app, ["whoami", "--api", api])
+    assert refused.exit_code == 1
+    assert "not authorised" in refused.output
