@@ -160,6 +160,15 @@ def _followed(client: httpx.Client, job_id: int, on_event: EventHandler) -> None
         raise typer.Exit(code=1) from None
 
 
+def _follow_at(api: str | None, job_id: int, on_event: EventHandler) -> None:
+    """``_followed`` on a client of its own for the service at ``api``."""
+    try:
+        with _client(api) as client:
+            _followed(client, job_id, on_event)
+    except httpx.HTTPError as err:
+        raise _fail_connect(api, err) from None
+
+
 def _follow(client: httpx.Client, job_id: int, epochs: int) -> None:
     """Show the job's progress until it ends (its live stream; re-attached after an API
     restart); exit 1 unless it ended well, UNSCHEDULABLE (3) at once when it can never
@@ -278,11 +287,7 @@ def status(
             return unschedulable(job)
         return False
 
-    try:
-        with _client(api) as client:
-            _followed(client, job_id, on_event)
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    _follow_at(api, job_id, on_event)
     console.print_json(json.dumps(job))
     if unschedulable(job):
         raise typer.Exit(code=UNSCHEDULABLE)
@@ -311,11 +316,7 @@ def logs(
             console.print(data["line"], markup=False, highlight=False)
         return False
 
-    try:
-        with _client(api) as client:
-            _followed(client, job_id, on_event)
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    _follow_at(api, job_id, on_event)
 
 
 def whoami(api: ApiOption = None) -> None:

@@ -11,6 +11,7 @@ updates the stored history (``GET /jobs/{id}/metrics``), not the stream.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,51 +62,90 @@ class Item:
     cursor: Cursor
 
 
+@dataclass(frozen=True)
+class _Source:
+    """One kind of row a stream sends: its kind, the ordered column its cursor position
+    holds (``Cursor`` field ``field``), and the row as the event's data."""
+
+    kind: str
+    model: Any
+    position: Any
+    field: str
+    data: Callable[[Any], dict[str, Any]]
+
+
+_SOURCES = (
+    _Source(
+        "event",
+        JobEvent,
+        JobEvent.id,
+        "event",
+        lambda e: {
+            "at": e.at,
+            "from_state": e.from_state,
+            "to_state": e.to_state,
+            "attempt": e.attempt,
+            "reason": e.reason,
+        },
+    ),
+    _Source(
+        "epoch",
+        EpochMetric,
+        EpochMetric.epoch,
+        "epoch",
+        lambda m: {
+            "epoch": m.epoch,
+            "attempt": m.attempt,
+            "metrics": m.metrics,
+            "recorded_at": m.recorded_at,
+        },
+    ),
+    _Source(
+        "log",
+        LogLine,
+        LogLine.id,
+        "log",
+        lambda line: {"attempt": line.attempt, "at": line.at, "line": line.line},
+    ),
+    _Source(
+        "checkpoint",
+        Checkpoint,
+        Checkpoint.id,
+        "checkpoint",
+        lambda c: {
+            "id": c.id,
+            "epoch": c.epoch,
+            "attempt": c.attempt,
+            "size": c.size,
+            "sha256": c.sha256,
+            "metrics": c.metrics,
+        },
+    ),
+)
+
+
 def changes(session: Session, job_id: int, cursor: Cursor) -> tuple[list[Item], bool]:
     """The job's rows after ``cursor``, in the order they are sent (events, epochs, log
     lines, checkpoints), each with the cursor after it; and whether more remain beyond
     this read's batch."""
     items: list[Item] = []
-    data: dict[str, Any]
-    events = session.execute(
-        select(JobEvent)
-        .where(JobEvent.job_id == job_id, JobEvent.id > cursor.event)
-        .order_by(JobEvent.id)
-        .limit(BATCH)
-    ).scalars()
-    for e in events:
-        cursor = replace(cursor, event=e.id)
-        data = {"at": e.at, "from_state": e.from_state, "to_state": e.to_state}
-        items.append(Item("event", data | {"attempt": e.attempt, "reason": e.reason}, cursor))
-    epochs = session.execute(
-        select(EpochMetric)
-        .where(EpochMetric.job_id == job_id, EpochMetric.epoch > cursor.epoch)
-        .order_by(EpochMetric.epoch)
-        .limit(BATCH)
-    ).scalars()
-    for m in epochs:
-        cursor = replace(cursor, epoch=m.epoch)
-        data = {"epoch": m.epoch, "attempt": m.attempt, "metrics": m.metrics}
-        items.append(Item("epoch", data | {"recorded_at": m.recorded_at}, cursor))
-    lines = session.execute(
-        select(LogLine)
-        .where(LogLine.job_id == job_id, LogLine.id > cursor.log)
-        .order_by(LogLine.id)
-        .limit(BATCH)
-    ).scalars()
-    for line in lines:
-        cursor = replace(cursor, log=line.id)
-        data = {"attempt": line.attempt, "at": line.at, "line": line.line}
-        items.append(Item("log", data, cursor))
-    checkpoints = session.execute(
-        select(Checkpoint)
-        .where(Checkpoint.job_id == job_id, Checkpoint.id > cursor.checkpoint)
-        .order_by(Checkpoint.id)
-        .limit(BATCH)
-    ).scalars()
-    for c in checkpoints:
-        cursor = replace(cursor, checkpoint=c.id)
-        data = {"id": c.id, "epoch": c.epoch, "attempt": c.attempt, "size": c.size}
-        items.append(Item("checkpoint", data | {"sha256": c.sha256, "metrics": c.metrics}, cursor))
-    kinds = [item.kind for item in items]
-    return items, any(kinds.count(kind) == BATCH for kind in set(kinds))
+    more = False
+    for source in _SOURCES:
+        rows = (
+            session.execute(
+                select(source.model)
+                .where(
+                    source.model.job_id == job_id,
+                    source.position > getattr(cursor, source.field),
+                )
+                .order_by(source.position)
+                .limit(BATCH)
+            )
+            .scalars()
+            .all()
+        )
+        more = more or len(rows) == BATCH
+        for row in rows:
+            cursor = replace(cursor, **{source.field: getattr(row, source.position.key)})
+            items.append(Item(source.kind, source.data(row), cursor))
+    return items, more

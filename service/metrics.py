@@ -84,7 +84,7 @@ class Metrics:
     """The app's registry: the request histogram and the database collector."""
 
     def __init__(self, makers: Callable[[], sessionmaker[Session]]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()  # the database collector is not read at registration
         self.requests = Histogram(
             "recu_http_request_duration_seconds",
             "Time from a request's arrival to its response's last byte.",
@@ -93,26 +93,16 @@ class Metrics:
             registry=self.registry,
         )
         self.database = DatabaseCollector(makers)
+        self.registry.register(self.database)
 
     def exposition(self) -> bytes:
         """The text format of every series (the database read happens here)."""
-        scraped = CollectorRegistry()
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every process's histograms summed
-            multiprocess.MultiProcessCollector(scraped)
-        else:
-            scraped.register(_Of(self.registry))
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        scraped = CollectorRegistry()  # every process's histograms summed, and the database
+        multiprocess.MultiProcessCollector(scraped)
         scraped.register(self.database)
         return generate_latest(scraped)
-
-
-class _Of(Collector):
-    """Another registry's series, as one collector."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.registry.collect())
 
 
 class RequestTimer:
