@@ -23,8 +23,19 @@ from sqlalchemy.exc import DBAPIError
 from recu_db.retry import is_transient
 from workers.stops import JobStoppedError
 
-# torch.distributed raises these on the surviving ranks when a peer process dies.
+# torch.distributed raises these on the surviving ranks when a peer process dies (gloo's
+# transport also raises a plain RuntimeError naming its source file).
 _COLLATERAL = ("DistBackendError", "DistNetworkError", "DistStoreError")
+_GLOO_TRANSPORT = "gloo/transport"
+
+
+def is_collateral(error: BaseException | None) -> bool:
+    """Whether ``error`` is what a surviving rank raises because a peer died."""
+    if error is None:
+        return False
+    return any(t.__name__ in _COLLATERAL for t in type(error).__mro__) or (
+        isinstance(error, RuntimeError) and _GLOO_TRANSPORT in str(error)
+    )
 
 
 class Cause(StrEnum):
@@ -58,9 +69,7 @@ def cause_of(error: BaseException) -> Cause:
     if any(isinstance(e, JobStoppedError) for e in raised):
         return Cause.STOPPED
     lost = [e is None or _database_unreachable(e) for e in raised]
-    collateral = [
-        e is not None and any(t.__name__ in _COLLATERAL for t in type(e).__mro__) for e in raised
-    ]
+    collateral = [is_collateral(e) for e in raised]
     if any(lost) or all(collateral):
         return Cause.INFRASTRUCTURE
     return Cause.USER
@@ -80,9 +89,7 @@ def is_outage(error: BaseException) -> bool:
     if not isinstance(error, WorkerGroupError):
         return False
     raised = [raised_by_code(e) for e in error.worker_failures.values()]
-    collateral = [
-        e is not None and any(t.__name__ in _COLLATERAL for t in type(e).__mro__) for e in raised
-    ]
+    collateral = [is_collateral(e) for e in raised]
     unreachable = [e is not None and _database_unreachable(e) for e in raised]
     return any(unreachable) and all(
         u or c or e is None for u, c, e in zip(unreachable, collateral, raised, strict=True)

@@ -35,7 +35,7 @@ from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from recu_db.queue import Lease
-from workers.failures import DatabaseOutageError
+from workers.failures import DatabaseOutageError, is_collateral
 from workers.train_loop import RankJob, run_training
 from workers.trainer import TrainingCodeError
 from workers.warm_rank import Ended, Outcome, Shape, run_rank, shape_of
@@ -45,6 +45,9 @@ log = logging.getLogger("recu.worker")
 #: How long a rank waits in a collective (and the group's start) for the others: a
 #: bound only a broken group reaches (a dead peer is noticed by the watcher at once).
 GROUP_TIMEOUT_S = 600.0
+#: How long rank 0, its collective broken, waits for Ray to report which peer died (its
+#: error then names the peer, not the broken connection); seconds in practice.
+PEER_LOSS_S = 60.0
 
 
 def _join(address: str, rank: int, world: int, backend: str) -> None:
@@ -193,6 +196,8 @@ def run_on_peers(
             raise group.failure
         kept = True
     except BaseException as err:
+        if is_collateral(err):  # a peer died: the watcher names it once Ray has seen it
+            watcher.join(timeout=PEER_LOSS_S)
         if group.failure is not None and err is not group.failure:
             raise group.failure from err  # rank 0's collective broke because a peer did
         raise
