@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from recu_db.models import Checkpoint, EpochMetric, EpochTelemetry, Job, JobEvent, LogLine
 from recu_db.states import TERMINAL, JobState
@@ -204,3 +204,29 @@ def metrics_histories(session: Session, job_ids: Sequence[int]) -> dict[int, lis
         for row in rows:
             out[row.job_id].append(row)
     return out
+
+
+def sweep_version(session: Session, sweep_id: int) -> tuple[Any, ...] | None:
+    """What a sweep's view is judged changed by, in one query: its state and update time,
+    its trials' count and latest update, and its trials' latest epoch row and checkpoint
+    (None when the sweep is gone). Equal versions: nothing a view shows has changed."""
+    trial = aliased(Job)
+    trial_ids = select(trial.id).where(trial.parent_id == sweep_id)
+    row = session.execute(
+        select(
+            Job.state,
+            Job.updated_at,
+            select(func.count(trial.id)).where(trial.parent_id == sweep_id).scalar_subquery(),
+            select(func.max(trial.updated_at)).where(trial.parent_id == sweep_id).scalar_subquery(),
+            select(func.max(EpochMetric.id))
+            .where(EpochMetric.job_id.in_(trial_ids))
+            .scalar_subquery(),
+            select(func.max(EpochMetric.recorded_at))
+            .where(EpochMetric.job_id.in_(trial_ids))
+            .scalar_subquery(),
+            select(func.max(Checkpoint.id))
+            .where(Checkpoint.job_id.in_(trial_ids))
+            .scalar_subquery(),
+        ).where(Job.id == sweep_id)
+    ).first()
+    return None if row is None else tuple(row)

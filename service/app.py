@@ -26,7 +26,16 @@ from service.deps import current_principal
 from service.limits import AdmissionLimit, AllowHeader, BodySizeLimit, RatePace
 from service.metrics import Metrics, RequestTimer
 from service.responses import AUTHENTICATED
-from service.routes import checkpoints, health, jobs, metrics, streams, sweeps, whoami
+from service.routes import (
+    checkpoints,
+    health,
+    jobs,
+    metrics,
+    streams,
+    sweep_streams,
+    sweeps,
+    whoami,
+)
 from service.token_cache import TokenCache
 
 log = logging.getLogger("recu.service")
@@ -79,6 +88,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         streams.router,
         checkpoints.router,
         sweeps.router,
+        sweep_streams.router,
         metrics.router,
         whoami.router,
     ):

@@ -94,8 +94,21 @@ def _read(makers: Any, job_id: int, cursor: Cursor) -> tuple[JobPublic | None, l
     return view, items, more
 
 
-def _event(kind: str, data: Any, cursor: Cursor) -> ServerSentEvent:
+def event(kind: str, data: Any, cursor: object) -> ServerSentEvent:
+    """One server-sent event: its kind, its data as JSON, and its id (``str(cursor)``)."""
     return ServerSentEvent(data=orjson.dumps(data).decode(), event=kind, id=str(cursor))
+
+
+def take_slot(slots: StreamSlots) -> Callable[[], None]:
+    """A stream slot of this process, and its release; 503 + Retry-After when all are
+    taken."""
+    if not slots.take():
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"{slots.limit} live streams are open (RECU_API_MAX_STREAMS); retry",
+            headers={"Retry-After": "5"},
+        )
+    return slots.holder()
 
 
 async def _events(
@@ -116,13 +129,13 @@ async def _events(
                 return
             for item in items:
                 cursor = item.cursor
-                yield _event(item.kind, item.data, cursor)
+                yield event(item.kind, item.data, cursor)
             watched = tuple(getattr(view, name) for name in _WATCHED)
             if watched != shown:
                 shown = watched
-                yield _event("state", view.model_dump(mode="json"), cursor)
+                yield event("state", view.model_dump(mode="json"), cursor)
             if view.terminal and not items:
-                yield _event("end", {"state": view.state}, cursor)
+                yield event("end", {"state": view.state}, cursor)
                 return
             if not more:
                 await anyio.sleep(poll_s)
@@ -163,13 +176,7 @@ async def stream_job(
 
     if not await anyio.to_thread.run_sync(visible, limiter=slots.readers):
         raise HTTPException(status_code=404, detail=f"no job {job_id}")
-    if not slots.take():
-        raise HTTPException(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"{slots.limit} live streams are open (RECU_API_MAX_STREAMS); retry",
-            headers={"Retry-After": "5"},
-        )
-    release = slots.holder()
+    release = take_slot(slots)
     return EventSourceResponse(
         _events(makers, job_id, cursor, settings.api_stream_poll_s, slots, release),
         ping=PING_S,

@@ -190,13 +190,9 @@ def list_sweeps(
     )
 
 
-@router.get("/{sweep_id}", response_model=SweepDetail, responses=NOT_FOUND)
-def get_sweep(
-    sweep: SweepDep,
-    session: SessionDep,
-    max_points: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-) -> SweepDetail:
-    """The sweep, its trials (params, state, per-epoch metrics) and the best trial so far."""
+def sweep_detail(session: Session, sweep: Job, max_points: int | None) -> SweepDetail:
+    """The sweep, its trials (params, state, per-epoch metrics, ``max_points`` epochs at
+    most each) and the best trial so far."""
     view, trials = _public(session, sweep)
     spec = SweepSpec.model_validate(sweep.spec)
     histories = reads.metrics_histories(session, [t.id for t in trials])
@@ -220,6 +216,16 @@ def get_sweep(
             for t in trials
         ],
     )
+
+
+@router.get("/{sweep_id}", response_model=SweepDetail, responses=NOT_FOUND)
+def get_sweep(
+    sweep: SweepDep,
+    session: SessionDep,
+    max_points: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> SweepDetail:
+    """The sweep, its trials (params, state, per-epoch metrics) and the best trial so far."""
+    return sweep_detail(session, sweep, max_points)
 
 
 @router.post("/{sweep_id}/cancel", response_model=CancelResult, responses=NOT_FOUND)

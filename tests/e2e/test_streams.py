@@ -24,7 +24,7 @@ from recu_cli.local_service import (
     process,
     wait_ready,
 )
-from recu_db import queue, results
+from recu_db import queue, results, trials
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.migrate import upgrade
 from recu_db.states import JobState
@@ -206,3 +206,62 @@ def test_logs_follow_re_attaches_across_an_api_restart_and_prints_each_line_once
     assert printed == ["line 1\n", "line 2\n", "line 3\n", "line 4\n"]
     assert "lost the service" in said
     assert f"re-attached to job {job_id}" in said
+
+
+def _read_sweep(http: httpx.Client, sweep_id: int, into: Seen) -> None:
+    with connect_sse(http, "GET", f"/sweeps/{sweep_id}/stream") as source:
+        assert source.response.status_code == 200
+        into.extend((sse.event, sse.id, sse.json()) for sse in source.iter_sse())
+
+
+def test_a_sweep_streams_its_whole_view_on_every_change_and_ends_when_terminal(service):
+    """Each ``sweep`` event is what GET /sweeps/{id}?max_points=200 shows at that moment:
+    a trial starting, an epoch landing and a trial ending each send one; nothing changing
+    sends nothing; the stream ends with the sweep."""
+    running, db = service
+    space = {"tau.tau_s": {"kind": "grid", "values": [0.85, 0.9]}}
+    body = {"base": JOB, "space": space, "search": "grid", "scheduler": {"kind": "none"}}
+    with running.client() as http:
+        sweep_id = http.post("/sweeps", json=body).json()["id"]
+        lease = queue.claim(db, "w", lease_s=600)
+        assert lease is not None and lease.job_id == sweep_id
+        seen: Seen = []
+        reader = threading.Thread(target=_read_sweep, args=(http, sweep_id, seen))
+        reader.start()
+        wait_until(lambda: seen, timeout=START_S, message="the sweep stream's first event")
+        assert seen[0][0] == "sweep"
+        assert seen[0][2]["state"] == "running"
+        assert [t["state"] for t in seen[0][2]["trials"]] == ["queued", "queued"]
+
+        def sent_after(count: int) -> bool:
+            return len(seen) > count
+
+        for key in ("0", "1"):
+            trial = trials.start_trial(db, lease, key)
+            assert trial is not None
+            wait_until(lambda n=len(seen): sent_after(n), timeout=START_S, message="trial start")
+            before = len(seen)
+            assert queue.record_epoch(db, trial, 1, {"test_acc": 0.5, "best_test_acc": 0.5})
+            wait_until(lambda n=before: sent_after(n), timeout=START_S, message="an epoch")
+            assert trials.end_trial(db, lease, key, JobState.SUCCEEDED, "trial done")
+        time.sleep(2)  # four polls of nothing new: nothing is sent
+        quiet = len(seen)
+        time.sleep(2)
+        assert len(seen) == quiet
+        assert queue.finish(db, lease, JobState.SUCCEEDED)
+        reader.join(timeout=START_S)
+        assert not reader.is_alive()
+
+        assert seen[-1][0] == "end" and seen[-1][2] == {"state": "succeeded"}
+        last = seen[-2]
+        assert last[0] == "sweep"
+        assert last[2] == http.get(f"/sweeps/{sweep_id}", params={"max_points": 200}).json()
+        assert [t["metrics"][0]["test_acc"] for t in last[2]["trials"]] == [0.5, 0.5]
+        ids = [int(item_id) for _kind, item_id, _data in seen]
+        assert ids == sorted(ids)
+        assert http.get("/sweeps/999999/stream").status_code == 404
+        job_id = last[2]["trials"][0]["id"]
+        assert http.get(f"/sweeps/{job_id}/stream").status_code == 404  # a trial is no sweep
+        other = create_local_token(str(db.kw["bind"].url), user="mallory")
+        foreign = {"Authorization": f"Bearer {other}"}
+        assert http.get(f"/sweeps/{sweep_id}/stream", headers=foreign).status_code == 404
