@@ -224,7 +224,8 @@ def test_a_sweep_streams_its_whole_view_on_every_change_and_ends_when_terminal(s
     with running.client() as http:
         sweep_id = http.post("/sweeps", json=body).json()["id"]
         lease = queue.claim(db, "w", lease_s=600)
-        assert lease is not None and lease.job_id == sweep_id
+        assert lease is not None
+        assert lease.job_id == sweep_id
         seen: Seen = []
         reader = threading.Thread(target=_read_sweep, args=(http, sweep_id, seen))
         reader.start()
@@ -233,16 +234,17 @@ def test_a_sweep_streams_its_whole_view_on_every_change_and_ends_when_terminal(s
         assert seen[0][2]["state"] == "running"
         assert [t["state"] for t in seen[0][2]["trials"]] == ["queued", "queued"]
 
-        def sent_after(count: int) -> bool:
-            return len(seen) > count
+        def wait_for_one_more(before: int, message: str) -> None:
+            wait_until(lambda: len(seen) > before, timeout=START_S, message=message)
 
         for key in ("0", "1"):
+            before = len(seen)
             trial = trials.start_trial(db, lease, key)
             assert trial is not None
-            wait_until(lambda n=len(seen): sent_after(n), timeout=START_S, message="trial start")
+            wait_for_one_more(before, "the trial's start")
             before = len(seen)
             assert queue.record_epoch(db, trial, 1, {"test_acc": 0.5, "best_test_acc": 0.5})
-            wait_until(lambda n=before: sent_after(n), timeout=START_S, message="an epoch")
+            wait_for_one_more(before, "the trial's epoch")
             assert trials.end_trial(db, lease, key, JobState.SUCCEEDED, "trial done")
         time.sleep(2)  # four polls of nothing new: nothing is sent
         quiet = len(seen)
@@ -252,7 +254,8 @@ def test_a_sweep_streams_its_whole_view_on_every_change_and_ends_when_terminal(s
         reader.join(timeout=START_S)
         assert not reader.is_alive()
 
-        assert seen[-1][0] == "end" and seen[-1][2] == {"state": "succeeded"}
+        assert seen[-1][0] == "end"
+        assert seen[-1][2] == {"state": "succeeded"}
         last = seen[-2]
         assert last[0] == "sweep"
         assert last[2] == http.get(f"/sweeps/{sweep_id}", params={"max_points": 200}).json()
