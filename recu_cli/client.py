@@ -1,10 +1,9 @@
-"""Client commands: talk to the service over HTTP only (``RECU_API_URL``)."""
+"""Job commands of the client: submit, follow, list, show, logs, cancel, whoami. HTTP
+only (``--api``/RECU_API_URL, ``--token``/RECU_API_TOKEN)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,90 +14,72 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from recu_cli.errors import load_settings, usage_error
+from recu_cli.connection import (
+    ApiOption,
+    JsonOption,
+    Service,
+    TokenOption,
+    auth_headers,
+    call,
+    call_or_none,
+    check,
+    connected,
+)
+from recu_cli.errors import ExitCode, fail, stderr, usage_error, warn
 from recu_cli.follow import FollowError, follow
+from recu_cli.job_text import accuracy_text, best_and_last, code_line, job_summary
+from recu_cli.output import console, percent, print_json, print_line
 from recu_cli.overrides import SpecError
 from recu_cli.specs import SetOption, build_spec, validate
 from recu_core.config import DatasetName, ModelName
 from recu_core.jobspec import JobSpec
 from recu_core.recipes import RecipeName
-from recu_core.settings import ClientSettings, env_name
 
-console = Console()
-ApiOption = Annotated[
-    str | None,
-    typer.Option("--api", help="Service URL (env RECU_API_URL, default http://127.0.0.1:8000)."),
-]
 #: What POST /jobs and POST /sweeps take beside the spec: the queue's own fields.
 QUEUE_FIELDS = ("priority", "max_attempts")
-# How a follow ends: 0 the job succeeded (or, a trial, was stopped early by its sweep's
-# scheduler), 1 it failed or was cancelled, UNSCHEDULABLE it can never start on the cluster.
+#: How a followed job may end for the follow to exit 0: succeeded, or (a trial) stopped
+#: early by its sweep's scheduler.
 ENDED_WELL = ("succeeded", "stopped")
-UNSCHEDULABLE = 3
-
-
-TOKEN_ENV = env_name(ClientSettings, "api_token")
+UNSCHEDULABLE = ExitCode.UNSCHEDULABLE
 EventHandler = Callable[[str, dict[str, Any]], bool]
+SpecFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--spec",
+        "--config",
+        help="A JSON (or .yaml) job spec, the POST /jobs body; the options below override it.",
+    ),
+]
+RanksOption = Annotated[
+    int | None,
+    typer.Option(
+        "--ranks",
+        min=1,
+        help="resources.num_workers: DDP ranks (training processes) of the job.",
+    ),
+]
+#: ``--workers``, the old name of ``--ranks`` (``recu serve --workers`` counts server
+#: processes): still taken, with a warning, and no longer shown.
+OldRanksOption = Annotated[int | None, typer.Option("--workers", min=1, hidden=True)]
+
+__all__ = ["QUEUE_FIELDS", "UNSCHEDULABLE", "auth_headers", "console", "unschedulable"]
 
 
-def api_url(api: str | None) -> str:
-    """``--api`` when given, else RECU_API_URL, else the local default."""
-    return api or load_settings(ClientSettings).api_url
-
-
-def auth_headers() -> dict[str, str]:
-    """The bearer token from RECU_API_TOKEN, when set."""
-    token = (load_settings(ClientSettings).api_token or "").strip()
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _client(api: str | None) -> httpx.Client:
-    return httpx.Client(base_url=api_url(api), timeout=30, headers=auth_headers())
-
-
-def _check(response: httpx.Response) -> Any:
-    if response.status_code == 422:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}"
-            for e in response.json()["detail"]
-        )
-        console.print(f"[red]rejected:[/red] {problems}")
-        raise typer.Exit(code=2)
-    if response.status_code == 401:
-        console.print(
-            f"[red]not authorised:[/red] {response.json().get('detail')}; set {TOKEN_ENV} to a "
-            "token from `recu token create NAME` (run where the database is reachable)"
-        )
-        raise typer.Exit(code=1)
-    if response.status_code >= 400:
-        console.print(f"[red]error {response.status_code}:[/red] {response.text}")
-        raise typer.Exit(code=1)
-    return response.json()
-
-
-def _fail_connect(api: str | None, err: httpx.HTTPError) -> typer.Exit:
-    console.print(f"[red]cannot reach the service at {api_url(api)}:[/red] {err}")
-    return typer.Exit(code=1)
-
-
-def call(api: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    """One request's JSON body; a clear error and exit when it fails or is refused."""
-    try:
-        with _client(api) as client:
-            return _check(client.request(method, path, **kwargs))
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+def ranks_given(ranks: int | None, workers: int | None) -> int | None:
+    """``--ranks``, or the deprecated ``--workers`` (saying so on stderr); not both."""
+    if workers is None:
+        return ranks
+    if ranks is not None:
+        raise usage_error("give --ranks only (--workers is its deprecated old name)")
+    warn(
+        "--workers is deprecated here: use --ranks (DDP ranks of the job; "
+        "'recu serve --workers' is the number of API server processes)"
+    )
+    return workers
 
 
 def submit(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "--spec",
-            help="A JSON (or .yaml) job spec, the POST /jobs body; the options below override it.",
-        ),
-    ] = None,
+    config: SpecFileOption = None,
     overrides: SetOption = None,
     recipe: Annotated[
         RecipeName | None, typer.Option(help="recipe: an official run's preset.")
@@ -108,14 +89,20 @@ def submit(
     epochs: Annotated[int | None, typer.Option(help="epochs")] = None,
     tau_s: Annotated[float | None, typer.Option(help="tau.tau_s")] = None,
     tau_e: Annotated[float | None, typer.Option(help="tau.tau_e")] = None,
-    workers: Annotated[int | None, typer.Option(help="resources.num_workers: DDP workers.")] = None,
+    ranks: RanksOption = None,
+    old_workers: OldRanksOption = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
-    wait: Annotated[bool, typer.Option(help="Follow the job to its end.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Follow the job to its end, then name its checkpoints.")
+    ] = False,
+    as_json: JsonOption = False,
     api: ApiOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Submit a training job; with --wait, show its progress until it ends. Every field
-    of a job can be set with --config and --set: the run's (as for `recu train`),
-    resources.*, checkpoint.*, priority and max_attempts."""
+    of a job can be set with --spec and --set: the run's (as for 'recu train'),
+    resources.*, checkpoint.*, priority and max_attempts. With --json, the job (with
+    --wait: as it ended) is printed as JSON and the progress goes to stderr."""
     shortcuts = {
         "recipe": recipe,
         "model": model,
@@ -123,7 +110,7 @@ def submit(
         "epochs": epochs,
         "tau.tau_s": tau_s,
         "tau.tau_e": tau_e,
-        "resources.num_workers": workers,
+        "resources.num_workers": ranks_given(ranks, old_workers),
     }
     try:
         body = build_spec(
@@ -133,14 +120,34 @@ def submit(
     except SpecError as err:
         raise usage_error(str(err)) from None
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    try:
-        with _client(api) as client:
-            job = _check(client.post("/jobs", json=body, headers=headers))
-            console.print(f"job {job['id']} {job['state']}")
-            if wait:
-                _follow(client, job["id"], job["spec"]["epochs"])
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+    service = Service.of(api, token)
+    with connected(service) as client:
+        job = check(client.post("/jobs", json=body, headers=headers))
+        if not wait:
+            print_json(job) if as_json else print_line(f"job {job['id']} {job['state']}")
+            return
+        (stderr if as_json else console).print(f"job {job['id']} {job['state']}")
+        ended = _follow(client, job["id"], job["spec"]["epochs"], quiet=as_json)
+        checkpoints = check(client.get(f"/jobs/{job['id']}/checkpoints"))
+    if as_json:
+        best, last = best_and_last(checkpoints)
+        print_json({**ended, "best_checkpoint": best, "last_checkpoint": last})
+    else:
+        _print_checkpoint_ids(job["id"], checkpoints)
+
+
+def _print_checkpoint_ids(job_id: int, checkpoints: list[dict[str, Any]]) -> None:
+    """The job's best and last checkpoint ids and the command that downloads one."""
+    best, last = best_and_last(checkpoints)
+    if last is None:
+        print_line(f"job {job_id} stored no checkpoint")
+        return
+    named = [f"last {last['id']} (epoch {last['epoch']})"]
+    if best is not None:
+        named.insert(0, f"best {best['id']} (epoch {best['epoch']})")
+    print_line(f"checkpoints: {', '.join(named)}")
+    which = "--best" if best is not None else "--last"
+    print_line(f"download: recu download --job {job_id} {which}  (or recu download CKPT_ID)")
 
 
 def unschedulable(item: dict[str, Any]) -> bool:
@@ -149,40 +156,44 @@ def unschedulable(item: dict[str, Any]) -> bool:
 
 
 def _followed(client: httpx.Client, job_id: int, on_event: EventHandler) -> None:
-    """``follow`` with the CLI's errors: a refused stream as the API's error, an API out
-    of reach for too long as a connection failure (exit 1)."""
+    """``follow`` with the CLI's errors: a refused stream as the API's refusal, an API
+    out of reach for too long as unreachable."""
     try:
         follow(client, job_id, on_event)
     except FollowError as err:
         if err.response is not None:
-            _check(err.response)
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(code=1) from None
+            check(err.response)
+        raise fail(ExitCode.UNREACHABLE, str(err), label="stopped following") from None
 
 
-def _follow_at(api: str | None, job_id: int, on_event: EventHandler) -> None:
-    """``_followed`` on a client of its own for the service at ``api``."""
-    try:
-        with _client(api) as client:
-            _followed(client, job_id, on_event)
-    except httpx.HTTPError as err:
-        raise _fail_connect(api, err) from None
+def _follow_at(service: Service, job_id: int, on_event: EventHandler) -> None:
+    """``_followed`` on a client of its own for ``service``."""
+    with connected(service) as client:
+        _followed(client, job_id, on_event)
 
 
-def _follow(client: httpx.Client, job_id: int, epochs: int) -> None:
+def _follow(
+    client: httpx.Client, job_id: int, epochs: int, *, quiet: bool = False
+) -> dict[str, Any]:
     """Show the job's progress until it ends (its live stream; re-attached after an API
-    restart); exit 1 unless it ended well, UNSCHEDULABLE (3) at once when it can never
-    start. On a terminal, a progress bar; piped, one line per epoch and state change.
-    Ctrl-C stops following, not the job (and says so)."""
+    restart) and return the job as it ended; exit 1 unless it ended well, 3 at once when
+    it can never start. On a terminal, a progress bar; piped, one line per epoch and
+    state change; ``quiet``, those lines on stderr (stdout is for JSON). Ctrl-C stops
+    following, not the job (and says so)."""
     job: dict[str, Any] = {}
-    live = console.is_terminal
+    out = Console(stderr=True) if quiet else console
+    live = out.is_terminal
+
+    def say(text: str) -> None:
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
+
     progress = Progress(
         TextColumn(f"job {job_id}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} epochs"),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=out,
         disable=not live,
     )
 
@@ -190,18 +201,17 @@ def _follow(client: httpx.Client, job_id: int, epochs: int) -> None:
         nonlocal job
         if kind == "state":
             if not live and data["state"] != job.get("state"):
-                console.print(f"job {job_id} {data['state']}", highlight=False)
+                say(f"job {job_id} {data['state']}")
             job = data
             status = job["state"] + (
-                f" ({job['pending_reason']})" if job.get("pending_reason") else _accuracy(job)
+                f" ({job['pending_reason']})" if job.get("pending_reason") else accuracy_text(job)
             )
             progress.update(task, completed=job["current_epoch"], status=status)
             return unschedulable(job)
         if kind == "epoch" and not live:
-            metrics = data["metrics"]
-            acc = metrics.get("test_acc")
-            shown = "" if acc is None else f"  test acc {acc:.2%}"
-            console.print(f"job {job_id} epoch {data['epoch']}/{epochs}{shown}", highlight=False)
+            acc = data["metrics"].get("test_acc")
+            shown = "" if acc is None else f"  test acc {percent(acc)}"
+            say(f"job {job_id} epoch {data['epoch']}/{epochs}{shown}")
         return False
 
     try:
@@ -209,61 +219,58 @@ def _follow(client: httpx.Client, job_id: int, epochs: int) -> None:
             task = progress.add_task("", total=epochs, status="")
             _followed(client, job_id, on_event)
     except KeyboardInterrupt:
-        console.print(
+        stderr.print(
             f"stopped following; job {job_id} goes on ({job.get('state', 'submitted')}): "
-            f"`recu status {job_id} --wait` follows it again, `recu cancel {job_id}` stops it"
+            f"'recu status {job_id} --wait' follows it again, 'recu cancel {job_id}' stops it",
+            markup=False,
         )
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=ExitCode.INTERRUPTED) from None
     if unschedulable(job):
-        console.print(
-            f"[red]job {job_id} cannot start:[/red] {job['pending_reason']}. It stays queued "
+        say(
+            f"job {job_id} cannot start: {job['pending_reason']}. It stays queued "
             f"until the cluster grows; `recu cancel {job_id}` removes it."
         )
-        raise typer.Exit(code=UNSCHEDULABLE)
-    console.print(
-        f"job {job_id} {job['state']}{_accuracy(job)}"
+        raise typer.Exit(code=ExitCode.UNSCHEDULABLE)
+    say(
+        f"job {job_id} {job['state']}{accuracy_text(job)}"
         + (f": {job['error']}" if job["error"] else "")
     )
     if job["state"] not in ENDED_WELL:
-        raise typer.Exit(code=1)
-
-
-def _accuracy(job: dict[str, Any]) -> str:
-    """'  best test acc B (epoch E), last L' once the job has a finished epoch."""
-    if job["last_test_acc"] is None:
-        return ""
-    last = f"{job['last_test_acc']:.2%}"
-    if job["best_test_acc"] is None:
-        return f"  last test acc {last}"
-    return f"  best test acc {job['best_test_acc']:.2%} (epoch {job['best_epoch']}), last {last}"
+        raise typer.Exit(code=ExitCode.FAILED)
+    return job
 
 
 def jobs(
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: JsonOption = False,
     api: ApiOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (--json: the GET /jobs page)."""
     params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
-    page = call(api, "GET", "/jobs", params=params)
+    page = call(Service.of(api, token), "GET", "/jobs", params=params)
+    if as_json:
+        print_json(page)
+        return
     table = Table("id", "state", "model", "dataset", "epoch", "best test acc", "last", "attempt")
     for job in page["items"]:
-        best, last = job["best_test_acc"], job["last_test_acc"]
+        best = job["best_test_acc"]
         table.add_row(
             str(job["id"]),
             job["state"],
             job["spec"]["model"],
             job["spec"]["dataset"]["name"],
             f"{job['current_epoch']}/{job['spec']['epochs']}",
-            "" if best is None else f"{best:.2%} (epoch {job['best_epoch']})",
-            "" if last is None else f"{last:.2%}",
+            "" if best is None else f"{percent(best)} (epoch {job['best_epoch']})",
+            percent(job["last_test_acc"]),
             str(job["attempt"]),
         )
     console.print(table)
     for job in page["items"]:
         if job.get("pending_reason"):
-            console.print(f"job {job['id']} {job['state']}: {job['pending_reason']}")
-    console.print(f"{page['total']} job(s)")
+            print_line(f"job {job['id']} {job['state']}: {job['pending_reason']}")
+    print_line(f"{page['total']} job(s)")
 
 
 def status(
@@ -271,28 +278,39 @@ def status(
     wait: Annotated[
         bool, typer.Option(help="Wait until the job ends (its live stream), then print it.")
     ] = False,
+    as_json: JsonOption = False,
     api: ApiOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """One job as JSON: state, attempt, epoch, latest metrics, error. With --wait, once it
-    has ended (exit 1 unless it ended well, 3 when it can never start)."""
-    if not wait:
-        console.print_json(json.dumps(call(api, "GET", f"/jobs/{job_id}")))
-        return
+    """One job: state, attempt, epoch, accuracy, the code it ran (its manifest), error
+    (--json: the GET /jobs/ID answer). With --wait, once it has ended (exit 1 unless it
+    ended well, 3 when it can never start)."""
+    service = Service.of(api, token)
     job: dict[str, Any] = {}
+    if wait:
 
-    def on_event(kind: str, data: dict[str, Any]) -> bool:
-        nonlocal job
-        if kind == "state":
-            job = data
-            return unschedulable(job)
-        return False
+        def on_event(kind: str, data: dict[str, Any]) -> bool:
+            nonlocal job
+            if kind == "state":
+                job = data
+                return unschedulable(job)
+            return False
 
-    _follow_at(api, job_id, on_event)
-    console.print_json(json.dumps(job))
-    if unschedulable(job):
-        raise typer.Exit(code=UNSCHEDULABLE)
-    if job["state"] not in ENDED_WELL:
-        raise typer.Exit(code=1)
+        _follow_at(service, job_id, on_event)
+    else:
+        job = call(service, "GET", f"/jobs/{job_id}")
+    if as_json:
+        print_json(job)
+    else:
+        manifest = call_or_none(service, f"/jobs/{job_id}/manifest")
+        for line in job_summary(job):
+            print_line(line)
+        if manifest is not None:
+            print_line(code_line(manifest))
+    if unschedulable(job) and wait:
+        raise typer.Exit(code=ExitCode.UNSCHEDULABLE)
+    if wait and job["state"] not in ENDED_WELL:
+        raise typer.Exit(code=ExitCode.FAILED)
 
 
 def logs(
@@ -303,63 +321,49 @@ def logs(
             "--follow", "-f", help="Keep printing new lines until the job ends (re-attaches)."
         ),
     ] = False,
+    as_json: JsonOption = False,
     api: ApiOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """The job's training output; with --follow, as it is written until the job ends."""
+    """The job's training output; with --follow, as it is written until the job ends.
+    --json: the GET /jobs/ID/logs list; with --follow, one JSON object per line."""
+    service = Service.of(api, token)
     if not follow_:
-        for line in call(api, "GET", f"/jobs/{job_id}/logs", params={"limit": 10_000}):
-            console.print(line["line"], markup=False, highlight=False)
+        lines = call(service, "GET", f"/jobs/{job_id}/logs", params={"limit": 10_000})
+        if as_json:
+            print_json(lines)
+            return
+        for line in lines:
+            print_line(line["line"])
         return
 
     def on_event(kind: str, data: dict[str, Any]) -> bool:
         if kind == "log":
-            console.print(data["line"], markup=False, highlight=False)
+            if as_json:
+                typer.echo(_compact(data))
+            else:
+                print_line(data["line"])
         return False
 
-    _follow_at(api, job_id, on_event)
+    _follow_at(service, job_id, on_event)
 
 
-def whoami(api: ApiOption = None) -> None:
-    """The user your token (RECU_API_TOKEN) acts for on the service, and its role."""
-    me = call(api, "GET", "/whoami")
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def whoami(as_json: JsonOption = False, api: ApiOption = None, token: TokenOption = None) -> None:
+    """The user your token acts for on the service, and its role."""
+    service = Service.of(api, token)
+    me = call(service, "GET", "/whoami")
+    if as_json:
+        print_json(me)
+        return
     role = "admin" if me["admin"] else "user"
-    console.print(f"{me['user']} ({role}) at {api_url(api)}", highlight=False)
+    print_line(f"{me['user']} ({role}) at {service.url}")
 
 
-def cancel(job_id: int, api: ApiOption = None) -> None:
+def cancel(job_id: int, api: ApiOption = None, token: TokenOption = None) -> None:
     """Cancel a job (queued: at once; running: at its next epoch)."""
-    result = call(api, "POST", f"/jobs/{job_id}/cancel")
-    console.print(f"job {result['id']} {result['state']}")
-
-
-def download(
-    checkpoint_id: int,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write it.")],
-    api: ApiOption = None,
-) -> None:
-    """Download a checkpoint, verify its sha256, then move it into place (atomic)."""
-    partial = output.with_name(f".{output.name}.part")
-    digest = hashlib.sha256()
-    try:
-        with (
-            _client(api) as client,
-            client.stream("GET", f"/checkpoints/{checkpoint_id}/download") as r,
-        ):
-            if r.status_code >= 400:
-                r.read()
-                _check(r)
-            expected = r.headers["x-checkpoint-sha256"]
-            output.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as f:
-                for chunk in r.iter_bytes():
-                    digest.update(chunk)
-                    f.write(chunk)
-    except httpx.HTTPError as err:
-        partial.unlink(missing_ok=True)
-        raise _fail_connect(api, err) from None
-    if digest.hexdigest() != expected:
-        partial.unlink(missing_ok=True)
-        console.print(f"[red]sha256 mismatch:[/red] got {digest.hexdigest()}, expected {expected}")
-        raise typer.Exit(code=1)
-    os.replace(partial, output)
-    console.print(f"checkpoint {checkpoint_id} -> {output} (sha256 {expected[:16]}...)")
+    result = call(Service.of(api, token), "POST", f"/jobs/{job_id}/cancel")
+    print_line(f"job {result['id']} {result['state']}")

@@ -4,6 +4,7 @@ recu train --model resnet20 --dataset digits --epochs 30 -o var/runs/resnet20.sa
 recu train --config run.json --set optimizer.lr=0.05 --set binary_options.clamp=false
 recu evaluate var/runs/resnet20.safetensors
 recu inspect var/runs/resnet20.safetensors
+recu inspect var/runs/resnet20.bnn
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from recu_cli.devices import device_problem
 from recu_cli.errors import load_settings, stderr, usage_error
+from recu_cli.model_info import bnn_summary
+from recu_cli.output import percent, print_json
 from recu_cli.overrides import SpecError
 from recu_cli.specs import SetOption, build_spec, validate
 from recu_core.config import DatasetName, InferenceEngine, ModelName, TrainConfig
@@ -29,6 +33,7 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
+        "--spec",
         help="A JSON (or .yaml) file of the fields to set; the options below override it.",
     ),
 ]
@@ -111,6 +116,9 @@ def train(
     if print_config:
         typer.echo(run.model_dump_json(indent=2))
         return
+    problem = device_problem(run.device)
+    if problem is not None:
+        raise usage_error(problem)
     _train(run, load_settings(DataSettings), output, resume, save_every, metrics_json)
 
 
@@ -145,13 +153,13 @@ def _train(
         progress.update(
             task,
             completed=report.epoch,
-            status=f"test acc {m['test_acc']:.2%} (best {m['best_test_acc']:.2%})",
+            status=f"test acc {percent(m['test_acc'])} (best {percent(m['best_test_acc'])})",
         )
         progress.console.print(
             f"epoch {report.epoch:>3}/{report.total_epochs}  tau {m['tau']:.4f}  "
             f"lr {m['lr']:.4f}  train loss {m['train_loss']:.4f}  "
-            f"train acc {m['train_acc']:.2%}  test acc {m['test_acc']:.2%}  "
-            f"best {m['best_test_acc']:.2%}  {m['images_per_s']:.0f} img/s"
+            f"train acc {percent(m['train_acc'])}  test acc {percent(m['test_acc'])}  "
+            f"best {percent(m['best_test_acc'])}  {m['images_per_s']:.0f} img/s"
         )
         last[:] = [report]
         if report.epoch % save_every == 0 or report.epoch == report.total_epochs:
@@ -159,7 +167,10 @@ def _train(
         if report.is_best:
             report.save_checkpoint(best_output)
 
-    label = f"{'ReCU' if config.binary else 'FP'} {config.model} on {config.dataset.name}"
+    label = (
+        f"{'ReCU' if config.binary else 'FP'} {config.model} on {config.dataset.name} "
+        f"({config.device})"
+    )
     with progress:
         task = progress.add_task(label, total=config.epochs, status="")
         try:
@@ -177,13 +188,15 @@ def _train(
         metrics_json.write_text(json.dumps(result.history, indent=2))
     final = result.final
     console.print(
-        f"best test accuracy {final['best_test_acc']:.2%} (epoch {int(final['best_test_epoch'])}"
-        f", what the paper reports)  last epoch's {final['test_acc']:.2%}"
+        f"best test accuracy {percent(final['best_test_acc'])} (epoch "
+        f"{int(final['best_test_epoch'])}, what the paper reports)  last epoch's "
+        f"{percent(final['test_acc'])}"
     )
     if "best_val_acc" in final:
         console.print(
-            f"best validation accuracy {final['best_val_acc']:.2%} (epoch "
-            f"{int(final['best_epoch'])}), test accuracy there {final['test_acc_at_best_val']:.2%}"
+            f"best validation accuracy {percent(final['best_val_acc'])} (epoch "
+            f"{int(final['best_epoch'])}), test accuracy there "
+            f"{percent(final['test_acc_at_best_val'])}"
         )
     console.print(
         f"data loader: {result.loader}\nlast checkpoint {output} (sha256 {sha[:16]}...), "
@@ -251,14 +264,20 @@ def export(
 
 
 def inspect(
-    checkpoint: Annotated[Path, typer.Argument(help="A recu checkpoint (.safetensors).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A recu checkpoint (.safetensors) or a packed .bnn export.")
+    ],
 ) -> None:
-    """Print a checkpoint's manifest as JSON."""
+    """Print a checkpoint's manifest as JSON; for a .bnn export, the manifest it carries
+    with a summary first: model, binary layers, packed bits and sizes."""
     from recu_core.checkpoint import load_checkpoint, sha256_file
 
     try:
+        if checkpoint.suffix == ".bnn":
+            print_json(bnn_summary(checkpoint))
+            return
         manifest = load_checkpoint(checkpoint).manifest
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, IsADirectoryError) as err:
         raise usage_error(str(err)) from None
     manifest.pop("optimizer", None)
-    console.print_json(json.dumps({"sha256": sha256_file(checkpoint), **manifest}))
+    print_json({"sha256": sha256_file(checkpoint), **manifest})

@@ -6,6 +6,7 @@ checkpoint files (recu_cli.local), the service's client (client, sweep_client), 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
@@ -13,35 +14,40 @@ import typer
 from typer.core import TyperGroup
 from typer.main import get_command
 
-from recu_cli import client, local, processes, sweep_client
+from recu_cli import checkpoints, client, local, manifest, processes, sweep_client
+from recu_cli.help_text import help_text
 from recu_cli.tokens import token_app
 
-app = typer.Typer(
-    help="ReCU binary neural networks: train, evaluate, export locally; run the training "
-    "service and use it.",
-    no_args_is_help=True,
+app = typer.Typer(no_args_is_help=True)
+LOCAL, JOBS, SWEEPS, RUN = "Local", "The service: jobs", "The service: sweeps", "Run the service"
+PANELS: tuple[tuple[str, tuple[Callable[..., None], ...]], ...] = (
+    (LOCAL, (local.train, local.evaluate, local.export, local.inspect)),
+    (
+        JOBS,
+        (
+            client.submit,
+            client.jobs,
+            client.status,
+            client.logs,
+            checkpoints.checkpoints,
+            checkpoints.download,
+            manifest.manifest,
+            client.cancel,
+            client.whoami,
+        ),
+    ),
+    (SWEEPS, (sweep_client.sweep, sweep_client.sweeps)),
+    (RUN, (processes.serve, processes.worker)),
 )
-for command in (
-    local.train,
-    local.evaluate,
-    local.export,
-    local.inspect,
-    client.submit,
-    client.jobs,
-    client.status,
-    client.logs,
-    client.cancel,
-    client.download,
-    client.whoami,
-    sweep_client.sweep,
-    sweep_client.sweeps,
-    processes.serve,
-    processes.worker,
+for panel, commands in PANELS:
+    for command in commands:
+        app.command(rich_help_panel=panel, help=help_text(command))(command)
+for name, command in (
+    ("sweep-status", sweep_client.sweep_status),
+    ("sweep-cancel", sweep_client.sweep_cancel),
 ):
-    app.command()(command)
-app.command("sweep-status")(sweep_client.sweep_status)
-app.command("sweep-cancel")(sweep_client.sweep_cancel)
-app.add_typer(token_app, name="token")
+    app.command(name, rich_help_panel=SWEEPS, help=help_text(command))(command)
+app.add_typer(token_app, name="token", rich_help_panel=RUN)
 
 
 def installed_version() -> str:
@@ -70,8 +76,11 @@ def main(
         ),
     ] = False,
 ) -> None:
-    """ReCU binary neural networks: train, evaluate, export locally; run the training
-    service and use it."""
+    """ReCU binary neural networks. Locally: train, evaluate, export, inspect. On the
+    training service: submit, jobs, status, logs, checkpoints, download, manifest,
+    cancel, whoami; sweep, sweeps, sweep-status, sweep-cancel. Running it: serve,
+    worker, token. Exit codes: 0 ok, 1 failed, 2 bad input, 3 unschedulable, 4 not
+    found, 5 not authorised, 6 service unreachable, 7 timed out (README, Exit codes)."""
 
 
 def run(command: str, prog_name: str) -> None:

@@ -16,7 +16,8 @@ from typing import Annotated
 import typer
 
 from recu_cli.errors import load_settings
-from recu_core.settings import ServiceSettings, WorkerSettings
+from recu_cli.help_text import env_note
+from recu_core.settings import ServiceSettings, WorkerSettings, env_name
 
 
 def serve(
@@ -24,15 +25,22 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Server processes (env RECU_API_WORKERS, default 1)."),
+        typer.Option(
+            min=1,
+            help="API server processes on the one port (not training ranks: those are "
+            "'recu submit --ranks') " + env_note(env_name(ServiceSettings, "api_workers"), "1"),
+        ),
     ] = None,
     access_log: Annotated[
         bool | None,
-        typer.Option(help="One log line per request (env RECU_API_ACCESS_LOG, default on)."),
+        typer.Option(
+            help="One log line per request "
+            + env_note(env_name(ServiceSettings, "api_access_log"), "on"),
+        ),
     ] = None,
 ) -> None:
-    """Serve the REST API and the dashboard (uvicorn; RECU_DATABASE_URL, default a SQLite
-    file)."""
+    """Serve the REST API and the dashboard (uvicorn), on the database RECU_DATABASE_URL
+    names (default a SQLite file)."""
     import uvicorn
 
     settings = load_settings(ServiceSettings)  # every process reads them again: fail here
@@ -58,12 +66,13 @@ def worker(
         int | None,
         typer.Option(
             min=1,
-            help="Jobs run at once at most, as resources allow (env RECU_WORKER_CONCURRENCY, "
-            "default 1).",
+            help="Jobs run at once at most, as resources allow "
+            + env_note(env_name(WorkerSettings, "concurrency"), "1"),
         ),
     ] = None,
 ) -> None:
-    """Consume the job queue on Ray (RAY_ADDRESS, or a local Ray instance)."""
+    """Consume the job queue on Ray (the cluster RAY_ADDRESS names, else a local Ray
+    instance)."""
     from workers.loop import serve as consume
 
     given = {"concurrency": concurrency} if concurrency is not None else {}

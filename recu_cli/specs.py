@@ -28,30 +28,41 @@ SetOption = Annotated[
 ]
 
 
-def load_config(path: Path, option: str = "--config") -> dict[str, Any]:
+def load_config(path: Path, option: str = "spec file") -> dict[str, Any]:
     """The mapping a JSON file (or a YAML one: .yaml, .yml) holds; ``option`` names it in
-    errors."""
+    errors, which are one line: the file, and for a syntax error its line and column."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise SpecError(f"{option} {path}: cannot read it ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{option} {path}: not a text file (not UTF-8)") from None
     if path.suffix.lower() in YAML_SUFFIXES:
         import yaml  # PyYAML (a dependency), imported only for YAML files
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise SpecError(f"{option} {path}: not valid YAML: {err}") from None
+            raise SpecError(f"{option} {path}: not valid YAML{_yaml_where(err)}") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SpecError(
-                f"{option} {path}: not valid JSON ({err}); YAML files end in .yaml or .yml"
+                f"{option} {path}: not valid JSON at line {err.lineno}, column {err.colno}: "
+                f"{err.msg} (YAML files end in .yaml or .yml)"
             ) from None
     if not isinstance(data, dict):
         raise SpecError(f"{option} {path}: expected a mapping of fields, got {type(data).__name__}")
     return data
+
+
+def _yaml_where(err: Exception) -> str:
+    """' at line L, column C: problem' of a PyYAML error, on one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {problem}"
 
 
 def build_spec(

@@ -12,8 +12,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
-from recu_cli.errors import load_settings
-from recu_core.settings import DatabaseSettings
+from recu_cli.connection import JsonOption
+from recu_cli.errors import ExitCode, fail, load_settings, usage_error
+from recu_cli.help_text import env_note
+from recu_cli.output import print_json, print_line
+from recu_core.settings import DatabaseSettings, env_name
 
 console = Console()
 notes = Console(stderr=True)
@@ -22,7 +25,9 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="The service's database (env RECU_DATABASE_URL, default the embedded SQLite file).",
+        help="The service's database "
+        + env_note(env_name(DatabaseSettings, "database_url"), "the embedded SQLite file")
+        + ".",
     ),
 ]
 
@@ -56,12 +61,11 @@ def create(
         try:
             token = create_token(db, name, user=user, admin=admin)
         except TokenError as err:
-            console.print(f"[red]{err}[/red]")
-            raise typer.Exit(code=2) from None
+            raise usage_error(str(err)) from None
     typer.echo(token)
     notes.print(
         f"token {name!r} for user {user or name!r}{' (admin)' if admin else ''}; "
-        "use it with: export RECU_API_TOKEN=<the token above>",
+        "use it with: export RECU_API_TOKEN=<the token above>, or pass --token",
         style="dim",
     )
 
@@ -76,18 +80,32 @@ def revoke(
 
     with _db(database_url) as db:
         if not revoke_token(db, name):
-            console.print(f"[red]no live token called {name!r}[/red]")
-            raise typer.Exit(code=1)
-    console.print(f"token {name!r} revoked")
+            raise fail(ExitCode.FAILED, f"no live token called {name!r}: nothing revoked")
+    print_line(f"token {name!r} revoked")
 
 
 @token_app.command("list")
-def list_(database_url: DatabaseOption = None) -> None:
-    """Every token: name, owner, role, key id, created, revoked."""
+def list_(as_json: JsonOption = False, database_url: DatabaseOption = None) -> None:
+    """Every token: name, owner, role, key id, created, revoked (never the token)."""
     from recu_db.tokens import list_tokens
 
     with _db(database_url) as db:
         rows = list_tokens(db)
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": t.name,
+                    "user": t.user,
+                    "role": t.role,
+                    "key_id": t.key_id,
+                    "created_at": t.created_at.isoformat(),
+                    "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+                }
+                for t in rows
+            ]
+        )
+        return
     table = Table("name", "user", "role", "key id", "created", "revoked")
     for t in rows:
         table.add_row(
