@@ -30,7 +30,9 @@ from recu_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from recu_core.config import TrainConfig
 from recu_core.data import Dataset, Loader, has_split, load_dataset, make_loader
 from recu_core.layers import set_tau, use_compiled_kernels
+from recu_core.manifest import RunManifest
 from recu_core.models import create_model
+from recu_core.provenance import collect_manifest
 from recu_core.schedules import epoch_lr, lr_at, tau_at
 from recu_core.selection import BestSoFar
 from recu_core.settings import DataSettings
@@ -56,6 +58,7 @@ class EpochReport:
     config: TrainConfig
     dataset_shape: dict[str, int]
     loader: str = "memory"  # which loader fed the run, and why (load_dataset's choice)
+    run: RunManifest | None = None  # what the run is: code, device, data (its manifest)
 
     @property
     def is_best(self) -> bool:
@@ -80,6 +83,7 @@ class EpochReport:
             "tau": self.metrics["tau"],
             "dataset_shape": self.dataset_shape,
             "loader": self.loader,
+            **({} if self.run is None else {"run": self.run.model_dump(mode="json")}),
         }
 
     def save_checkpoint(self, path: str | Path) -> str:
@@ -228,15 +232,24 @@ def train(
     dataset: Dataset | None = None,
     settings: DataSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_start: Callable[[RunManifest], None] | None = None,
 ) -> TrainResult:
     """Train ``config`` from scratch or from ``resume_from``; return the model and history.
     ``should_stop`` is asked before every step (a host-side call: no device
-    synchronisation); when it answers True, TrainingStoppedError is raised."""
+    synchronisation); when it answers True, TrainingStoppedError is raised. ``on_start``
+    gets the run's reproducibility manifest once the data is loaded, before the first
+    step; every checkpoint carries it too."""
     device = resolve_device(config.device)
+    loaded_here = dataset is None  # a dataset handed in has no source files of config's
     if dataset is None:
         dataset = load_dataset(config.dataset, settings=settings)
     loader = dataset.loader
     log.info("data loader: %s", loader)
+    run = collect_manifest(
+        config, dataset, device, world_size=_world()[1], settings=settings, list_files=loaded_here
+    )
+    if on_start is not None:
+        on_start(run)
     torch.manual_seed(config.seed)
     model = build_model(config, dataset).to(device)
     if config.channels_last:
@@ -347,6 +360,7 @@ def train(
             config=config,
             dataset_shape=dataset_shape,
             loader=loader,
+            run=run,
         )
         result.history.append(metrics)
         result.telemetry.append(report.telemetry)

@@ -188,6 +188,18 @@ class EpochTelemetry(Base):
     telemetry: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class RunManifestRow(Base):
+    """One attempt's reproducibility manifest (``recu_core.manifest.RunManifest`` as JSON),
+    written by rank 0 when the attempt's training starts."""
+
+    __tablename__ = "run_manifests"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class LogLine(Base):
     """Training output, one row per line, in order."""
 

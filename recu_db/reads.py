@@ -9,7 +9,15 @@ from typing import Any
 from sqlalchemy import Row, Select, case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from recu_db.models import Checkpoint, EpochMetric, EpochTelemetry, Job, JobEvent, LogLine
+from recu_db.models import (
+    Checkpoint,
+    EpochMetric,
+    EpochTelemetry,
+    Job,
+    JobEvent,
+    LogLine,
+    RunManifestRow,
+)
 from recu_db.states import TERMINAL, JobState
 
 
@@ -175,6 +183,16 @@ def job_checkpoints(session: Session, job_id: int) -> Sequence[Checkpoint]:
     return session.scalars(
         select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)
     ).all()
+
+
+def run_manifest(session: Session, job_id: int) -> RunManifestRow | None:
+    """The reproducibility manifest of the job's latest attempt that recorded one."""
+    return session.scalars(
+        select(RunManifestRow)
+        .where(RunManifestRow.job_id == job_id)
+        .order_by(RunManifestRow.attempt.desc())
+        .limit(1)
+    ).first()
 
 
 def downsample(items: Sequence[Any], max_points: int | None) -> list[Any]:

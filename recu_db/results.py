@@ -23,7 +23,15 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from recu_db.models import Checkpoint, CheckpointChunk, EpochTelemetry, Export, Job, LogLine
+from recu_db.models import (
+    Checkpoint,
+    CheckpointChunk,
+    EpochTelemetry,
+    Export,
+    Job,
+    LogLine,
+    RunManifestRow,
+)
 from recu_db.queue import Db, Lease, fence, utcnow
 
 CHUNK_BYTES = 1 << 20
@@ -68,6 +76,23 @@ def append_logs(db: Db, lease: Lease, lines: Sequence[str], *, now: datetime | N
             return False
         session.add_all(
             LogLine(job_id=lease.job_id, attempt=lease.attempt, at=now, line=line) for line in lines
+        )
+    return True
+
+
+def record_manifest(
+    db: Db, lease: Lease, manifest: dict[str, Any], *, now: datetime | None = None
+) -> bool:
+    """Store the attempt's reproducibility manifest (again: replaced, as a retried write
+    may repeat it); False (nothing written) if the lease is stale."""
+    now = now or utcnow()
+    with db.begin() as session:
+        if not _owned(session, lease, now):
+            return False
+        session.merge(
+            RunManifestRow(
+                job_id=lease.job_id, attempt=lease.attempt, recorded_at=now, manifest=manifest
+            )
         )
     return True
 

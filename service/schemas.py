@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from recu_core.jobspec import JobSpec
+from recu_core.manifest import RunManifest
 from recu_db.states import JobKind, JobState
 
 
@@ -120,3 +121,11 @@ class CancelResult(BaseModel):
     id: int
     state: JobState
     terminal: bool
+
+
+class JobManifest(RunManifest):
+    """GET /jobs/{id}/manifest: the reproducibility manifest of the job's latest attempt
+    that started training."""
+
+    attempt: int = Field(description="The attempt it describes (1 for the first).")
+    recorded_at: datetime

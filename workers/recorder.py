@@ -1,7 +1,8 @@
 """Rank 0's training callback: each ``EpochReport`` becomes fenced database rows.
 
-Per epoch: the metrics row, the telemetry row and the log lines; a checkpoint when the
-job's policy makes the epoch due, and always for the best epoch so far (pruning keeps it).
+At the start: the attempt's reproducibility manifest. Per epoch: the metrics row, the
+telemetry row and the log lines; a checkpoint when the job's policy makes the epoch due,
+and always for the best epoch so far (pruning keeps it).
 Every write is fenced by the lease and retried through a database outage for as long as
 the lease lasts; a write that is fenced off (the job was re-claimed, finished or
 cancelled) raises JobStoppedError.
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 from recu_core.checkpoint import checkpoint_to_bytes
 from recu_core.jobspec import CheckpointPolicy
+from recu_core.manifest import RunManifest
 from recu_core.train import EpochReport
 from recu_db import queue, results
 from recu_db.queue import Lease
@@ -46,6 +48,12 @@ class EpochRecorder:
 
     def _durable(self, write: Callable[[], T]) -> T:
         return retry_transient(write, seconds=self.retry_s)
+
+    def record_manifest(self, manifest: RunManifest) -> None:
+        """Store the attempt's reproducibility manifest (``train``'s ``on_start``)."""
+        document = manifest.model_dump(mode="json")
+        if not self._durable(lambda: results.record_manifest(self.db, self.lease, document)):
+            raise JobStoppedError(f"job {self.lease.job_id} is no longer ours to run")
 
     def __call__(self, report: EpochReport) -> None:
         db, lease, epoch, m = self.db, self.lease, report.epoch, report.metrics

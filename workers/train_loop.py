@@ -113,11 +113,14 @@ def run_training(
     with _database(database_url) as db, contextlib.ExitStack() as stack:
         callbacks: list[Callable[[EpochReport], None]] = [to_ray]
         watch = None
+        on_start = None
         if rank == 0:  # a start in a database outage waits for it as long as a write would
             state = retry_transient(lambda: queue.state_if_ours(db, lease), seconds=lease_s)
             if state != JobState.RUNNING:
                 raise JobStoppedError(f"job {lease.job_id} was cancelled or re-claimed")
-            callbacks.insert(0, EpochRecorder(db, lease, spec.checkpoint, retry_s=lease_s))
+            recorder = EpochRecorder(db, lease, spec.checkpoint, retry_s=lease_s)
+            callbacks.insert(0, recorder)
+            on_start = recorder.record_manifest
             watch = stack.enter_context(StopWatch(db, lease))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         resume_from = retry_transient(  # each try writes the file afresh
@@ -129,6 +132,7 @@ def run_training(
                 callbacks=callbacks,
                 resume_from=resume_from,
                 should_stop=watch.requested if watch else None,
+                on_start=on_start,
             )
         except TrainingStoppedError as err:
             reason = watch.reason if watch else None

@@ -158,8 +158,10 @@ def export_model(
     dataset_shape: dict[str, int],
     *,
     source_sha256: str | None = None,
+    run: dict[str, Any] | None = None,
 ) -> bytes:
-    """The ``.bnn`` bytes of a trained binary ``model``."""
+    """The ``.bnn`` bytes of a trained binary ``model``; ``run``: the reproducibility
+    manifest of the run that trained it (``recu_core.manifest.RunManifest``), carried on."""
     if not binary_layers(model):
         raise ValueError("the model has no binary layers: nothing to pack")
     packed, layers = pack_model(model)
@@ -174,6 +176,7 @@ def export_model(
         "layers": layers,
         "networks": NETWORKS_REVISION,
         "versions": library_versions(),
+        **({} if run is None else {"run": run}),
     }
     tensors = {k: v.detach().contiguous() for k, v in packed.state_dict().items()}
     return save_safetensors(tensors, metadata={META_KEY: json.dumps(manifest)})
@@ -193,7 +196,13 @@ def export_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -
     ckpt = load_checkpoint(path)
     model = load_trained_model(ckpt)
     config = TrainConfig.model_validate(ckpt.manifest["config"])
-    return export_model(model, config, ckpt.manifest["dataset_shape"], source_sha256=sha)
+    return export_model(
+        model,
+        config,
+        ckpt.manifest["dataset_shape"],
+        source_sha256=sha,
+        run=ckpt.manifest.get("run"),
+    )
 
 
 def read_bnn(data: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -27,7 +27,7 @@ from service.deps import (
     in_thread,
 )
 from service.pending import pending_reasons, refuse_unschedulable
-from service.responses import NOT_FOUND, model_response, submit_responses
+from service.responses import NOT_FOUND, error_description, model_response, submit_responses
 from service.schemas import (
     CancelResult,
     CheckpointPublic,
@@ -35,6 +35,7 @@ from service.schemas import (
     EpochTelemetryPublic,
     EventPublic,
     JobCreate,
+    JobManifest,
     JobPage,
     JobPublic,
     LogLinePublic,
@@ -305,6 +306,25 @@ def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
         )
         for c in reads.job_checkpoints(session, job.id)
     ]
+
+
+@router.get(
+    "/{job_id}/manifest",
+    response_model=JobManifest,
+    responses={404: error_description("No such job, or its training has not started yet.")},
+)
+def get_manifest(job: JobDep, session: SessionDep) -> JobManifest:
+    """The reproducibility manifest of the job's latest attempt: code version (package and
+    git commit), package versions, device, data identity, seed and resolved recipe.
+    Recorded when an attempt's training starts; 404 before."""
+    row = reads.run_manifest(session, job.id)
+    if row is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"job {job.id} has no manifest yet: it is recorded when its training "
+            f"starts (state {job.state})",
+        )
+    return JobManifest(**row.manifest, attempt=row.attempt, recorded_at=row.recorded_at)
 
 
 @router.post("/{job_id}/cancel", response_model=CancelResult, responses=NOT_FOUND)
