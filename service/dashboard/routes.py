@@ -68,6 +68,12 @@ def job_page(job_id: Id) -> HTMLResponse:
     return _page("job")
 
 
+@router.get("/compare")
+def compare_page() -> HTMLResponse:
+    """Jobs side by side (``?jobs=1,2,3``): their curves overlaid, their differing fields."""
+    return _page("compare")
+
+
 @router.get("/sweeps")
 def sweeps_page() -> HTMLResponse:
     return _page("sweeps")

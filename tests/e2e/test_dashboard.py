@@ -11,23 +11,36 @@ uncaught exception; screenshots go to build/screenshots/ (not committed).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
 from recu_cli.local_service import local_service
-from recu_db import cluster, queue, trials
+from recu_db import cluster, queue, results, trials
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.migrate import upgrade
 from recu_db.states import JobState
+from recu_db.tokens import create_token
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's package
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 EPOCHS = 4
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+# The browser's zone in every test: dates must name it (UTC+01:00 in December)
+ZONE = "Europe/Paris"
+# What a live page may wait for: an epoch written to the database reaches the browser
+# through one stream read (RECU_API_STREAM_POLL_S, 0.5 s) or one poll (2 s); a minute
+# leaves room for a loaded machine.
+LIVE_MS = 60_000
+# The one console error a page may log: a job's manifest is a 404 until its worker records
+# it (the page shows that as "not recorded yet"), and Chromium logs every failed fetch.
+MANIFEST_404 = re.compile(r"/jobs/\d+/manifest$")
 # Chromium as root in a container, with no network beyond loopback (see docs/dashboard.md)
 CHROMIUM_ARGS = [
     "--headless",
@@ -104,9 +117,11 @@ def service(tmp_path_factory):
         running_job = http.post("/jobs", json={**SPEC, "priority": 5}).json()
         held = queue.claim(db, "test", lease_s=600)
         assert held.job_id == running_job["id"]
+        telemetry = http.get(f"/jobs/{done['id']}/telemetry").json()[-1]["telemetry"]
         yield {
             "service": running,
             "http": http,
+            "telemetry": telemetry,
             "done": done["id"],
             "sweep": sweep["id"],
             "queued": queued["id"],
@@ -127,20 +142,35 @@ def browser():
 @pytest.fixture
 def page(browser, service):
     """A signed-in page; the test fails on any console error or uncaught exception."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.goto(f"{service['service'].api}/ui/jobs")
-    page.wait_for_url(re.compile(r"/ui/login\?next="))
-    page.fill("#token", service["service"].token)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/ui/jobs$"))
+    context, page = _signed_in(browser, service["service"].api, service["service"].token)
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("console", lambda m: problems.append(m.text) if _error(m) else None)
     page.on("pageerror", lambda err: problems.append(str(err)))
     yield page
     assert problems == []
     context.close()
+
+
+def _signed_in(browser, api: str, token: str, **options):
+    """A new browser context (in ZONE) and its page, signed in with ``token``."""
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, timezone_id=ZONE, **options
+    )
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto(f"{api}/ui/jobs")
+    page.wait_for_url(re.compile(r"/ui/login\?next="))
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/ui/jobs$"))
+    return context, page
+
+
+def _error(message) -> bool:
+    """A console error, except a not-yet-recorded manifest's 404 (see MANIFEST_404)."""
+    if message.type != "error":
+        return False
+    return not MANIFEST_404.search(message.location.get("url", ""))
 
 
 def _shot(page, name: str) -> None:
@@ -153,6 +183,15 @@ def _attributes(page, selector: str, name: str) -> list[str]:
         page.locator(selector).nth(i).get_attribute(name) or ""
         for i in range(page.locator(selector).count())
     ]
+
+
+def _texts(page, selector: str) -> list[str]:
+    return page.locator(selector).all_text_contents()
+
+
+def _pct(fraction: float) -> str:
+    """The dashboard's one accuracy format (api.js pct)."""
+    return f"{100 * fraction:.1f}%"
 
 
 def _points(page, series: str) -> int:
@@ -202,14 +241,19 @@ def test_job_page_draws_every_curve_point_telemetry_and_histogram(page, service)
     for series in ("train_loss", "test_loss", "train_acc", "test_acc", "tau", "lr"):
         assert _points(page, series) == EPOCHS, series
         assert page.get_attribute(f"polyline[data-series='{series}']", "data-count") == str(EPOCHS)
-    # per-layer telemetry: one line per binary layer, a point per epoch
+    # per-layer telemetry: a heat map cell per layer and epoch; lines for 3 chosen layers
     telemetry = http.get(f"/jobs/{job_id}/telemetry").json()
     layers = list(telemetry[-1]["telemetry"]["layers"])
+    assert len(layers) > 10
+    assert page.locator("#chart-heatmap rect.cell").count() == len(layers) * EPOCHS
+    assert _texts(page, "#chart-heatmap text.row-label") == layers
     lines = page.locator("#chart-telemetry polyline")
-    assert lines.count() == len(layers) > 10
+    assert lines.count() == 3
     assert _points(page, layers[0]) == EPOCHS
     page.select_option("#telemetry-field", "flip_rate")
-    assert page.locator("#chart-telemetry polyline").count() == len(layers)
+    assert page.locator("#chart-heatmap rect.cell").count() == len(layers) * EPOCHS
+    assert "sign flips (%)" in _texts(page, "#chart-telemetry .axis-label")
+    assert "% of weights" in page.inner_text("#chart-heatmap .colourbar")
     # the latent-weight histogram: every bin, the last epoch first, then the first by the slider
     bins = telemetry[-1]["telemetry"]["hist_bins"]
     assert page.locator("#chart-hist rect.bar").count() == bins
@@ -229,9 +273,11 @@ def test_job_page_draws_every_curve_point_telemetry_and_histogram(page, service)
     # best and last test accuracy, as the API reports them; the best epoch's checkpoint marked
     job = http.get(f"/jobs/{job_id}").json()
     summary = page.inner_text("#summary")
-    shown_acc = lambda v: str(int(v)) if float(v).is_integer() else f"{v:.4f}"  # api.js fmt  # noqa: E731
-    assert f"{shown_acc(job['best_test_acc'])} (epoch {job['best_epoch']})" in summary
-    assert shown_acc(job["last_test_acc"]) in summary
+    assert f"{_pct(job['best_test_acc'])} (epoch {job['best_epoch']})" in summary
+    assert _pct(job["last_test_acc"]) in summary
+    # dates in the browser's zone, named
+    created = datetime.fromisoformat(job["created_at"]).astimezone(ZoneInfo(ZONE))
+    assert f"{created:%Y-%m-%d %H:%M:%S} UTC+01:00" in summary
     best_rows = _attributes(page, "#checkpoints tbody tr[data-best='true']", "data-checkpoint")
     assert best_rows == [str(c["id"]) for c in stored if c["epoch"] == job["best_epoch"]]
     _shot(page, "job")
@@ -240,6 +286,67 @@ def test_job_page_draws_every_curve_point_telemetry_and_histogram(page, service)
     data = Path(download.value.path()).read_bytes()
     assert hashlib.sha256(data).hexdigest() == stored[-1]["sha256"]
     assert page.locator("#cancel").is_hidden()
+
+
+def test_job_page_heat_map_lines_axes_configuration_and_manifest(page, service):
+    """The per-layer telemetry as a heat map (a cell per layer and epoch, a read-out of one
+    cell), lines for a few chosen layers in distinct colours, axis labels with units, and
+    the configuration and reproducibility panels."""
+    job_id, http = service["done"], service["http"]
+    page.goto(f"{service['service'].api}/ui/jobs/{job_id}")
+    page.wait_for_selector("body[data-loaded='succeeded']")
+    layers = list(service["telemetry"]["layers"])
+    # hovering one cell reads that cell, in the field's unit
+    cell = f"#chart-heatmap rect.cell[data-layer='{layers[1]}'][data-epoch='2']"
+    page.hover(cell)
+    readout = page.inner_text("#chart-heatmap .readout")
+    assert re.fullmatch(rf"{re.escape(layers[1])}, epoch 2: [-\d.e]+ % of weights", readout)
+    # three default lines, each its own colour; a click on a layer's name adds one
+    colours = _attributes(page, "#chart-telemetry polyline", "stroke")
+    assert len(colours) == len(set(colours)) == 3
+    page.click(f"#chart-heatmap text.row-label[data-layer='{layers[4]}']")
+    colours = _attributes(page, "#chart-telemetry polyline", "stroke")
+    assert len(colours) == len(set(colours)) == 4
+    assert page.locator(f"#chart-heatmap rect.swatch[data-layer='{layers[4]}']").count() == 1
+    page.click(f"#chart-heatmap text.row-label[data-layer='{layers[4]}']")
+    assert page.locator("#chart-telemetry polyline").count() == 3
+    # every chart names its axes with their units
+    axes = _texts(page, ".axis-label")
+    for label in (
+        "cross-entropy loss (nats)",
+        "accuracy (%)",
+        "τ (ReCU clamp quantile, no unit)",
+        "learning rate (per step)",
+        "beyond the clamp (%)",
+        "fraction of weights",
+    ):
+        assert label in axes, label
+    assert axes.count("epoch") == 6  # 4 curves, the heat map, the chosen lines
+    acc = page.get_attribute("polyline[data-series='test_acc']", "points") or ""
+    assert max(float(p.split(",")[1]) for p in acc.split()) > 0  # drawn on the % scale
+    # the configuration: the spec's fields, grouped and readable
+    spec = http.get(f"/jobs/{job_id}").json()["spec"]
+    field = lambda path: page.inner_text(f"#config dd[data-field='{path}']")  # noqa: E731
+    assert field("optimizer.weight_decay") == str(spec["optimizer"]["weight_decay"])
+    assert field("binary_options.clamp") == "on"
+    assert field("binary_options.standardize") == "on"
+    assert field("binary_options.activation_ste") == spec["binary_options"]["activation_ste"]
+    assert field("binary_options.alpha") == "learned"
+    assert field("seed") == "0"
+    assert field("batch_size") == "64"
+    assert field("tau.tau_s") == str(spec["tau"]["tau_s"])
+    assert field("resources.num_workers") == "1"
+    assert _texts(page, "#config h3")[:4] == ["Run", "ReCU", "Optimiser", "Data"]
+    # reproducibility: the manifest as the API has it, or why there is none
+    manifest = http.get(f"/jobs/{job_id}/manifest")
+    if manifest.status_code == 200:
+        shown = page.inner_text("#manifest")
+        assert manifest.json()["recu_version"] in shown
+        assert manifest.json()["hostname"] in shown
+    else:
+        assert manifest.status_code == 404
+        assert "No manifest was recorded" in page.inner_text("#manifest-empty")
+    _shot(page, "job-telemetry")
 
 
 def test_curves_are_downsampled_by_the_server(page, service):
@@ -280,7 +387,9 @@ def test_sweep_pages_plot_every_trial_and_mark_the_best(page, service):
     assert page.locator("#chart-scatter circle.point").count() == len(sweep["trials"]) == 4
     best = page.locator("#chart-scatter circle.point.best")
     assert best.count() == 1
-    assert float(best.get_attribute("data-value")) == pytest.approx(sweep["best"]["value"])
+    shown = float(best.get_attribute("data-value"))
+    percent = 100 if sweep["spec"]["metric"].endswith("_acc") else 1  # accuracies as %
+    assert shown == pytest.approx(percent * sweep["best"]["value"])
     assert page.locator("#chart-trials polyline").count() == 4
     assert page.locator("#trials tbody tr").count() == 4
     best_row = page.get_attribute("#trials tbody tr.best", "data-trial")
@@ -371,3 +480,213 @@ def test_api_docs_render_with_the_network_closed(browser, service, path, rendere
     assert set(outside) <= {REDOC_LOGO}, outside
     _shot(page, f"api{path.replace('/', '-')}")
     context.close()
+
+
+def _claimed(service, **fields) -> tuple[int, queue.Lease]:
+    """A new job, claimed here as a worker would (its lease held by the test)."""
+    job = service["http"].post("/jobs", json={**SPEC, "priority": 50, **fields}).json()
+    lease = queue.claim(service["db"], "test", lease_s=600)
+    assert lease.job_id == job["id"]
+    return job["id"], lease
+
+
+def _epoch(service, lease, epoch: int, seconds: float) -> None:
+    """Write one epoch as a worker's recorder does: its metrics, its telemetry, a log line."""
+    db, acc = service["db"], 0.3 + 0.1 * epoch
+    figures = {"train_loss": 2.0 / epoch, "test_loss": 2.1 / epoch, "train_acc": acc}
+    figures |= {"test_acc": acc - 0.05, "tau": 0.85 + 0.03 * epoch, "lr": 0.1}
+    figures |= {"best_test_acc": acc - 0.05, "best_epoch": epoch, "epoch_time_s": seconds}
+    assert queue.record_epoch(db, lease, epoch, figures)
+    assert results.record_telemetry(db, lease, epoch, service["telemetry"])
+    assert results.append_logs(db, lease, [f"epoch {epoch}/{EPOCHS} written by the test"])
+
+
+def _acc_points(page):
+    return page.locator("polyline[data-series='test_acc']")
+
+
+def test_job_page_follows_the_stream_and_shows_an_eta(page, service):
+    """A running job's page gets its epochs, telemetry and logs through GET /jobs/{id}/stream:
+    a row written to the database appears without the page asking for the metrics again;
+    its ETA is "estimating" before the first epoch, then epochs left x the mean epoch time."""
+    api = service["service"].api
+    job_id, lease = _claimed(service)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"{api}/ui/jobs/{job_id}")
+    page.wait_for_selector("body[data-live='stream']", timeout=LIVE_MS)
+    assert page.inner_text("#eta") == "estimating (after the first epoch)"
+    assert (
+        page.inner_text("#curves-empty") == "No epochs yet: attempt 1 is running its first epoch."
+    )
+    assert page.is_visible("#live")
+    _epoch(service, lease, 1, seconds=12.0)
+    sync_api.expect(_acc_points(page)).to_have_attribute("data-count", "1", timeout=LIVE_MS)
+    sync_api.expect(page.locator("#eta")).to_contain_text("36s left", timeout=LIVE_MS)
+    _epoch(service, lease, 2, seconds=14.0)
+    sync_api.expect(_acc_points(page)).to_have_attribute("data-count", "2", timeout=LIVE_MS)
+    sync_api.expect(page.locator("#eta")).to_contain_text("26s left", timeout=LIVE_MS)  # 2 x 13 s
+    assert re.search(
+        r"UTC\+01:00 \(2 epochs × 13\.0 s, the mean of the last 2\)", page.inner_text("#eta")
+    )
+    cells = page.locator("#chart-heatmap rect.cell")
+    sync_api.expect(cells).to_have_count(2 * len(service["telemetry"]["layers"]), timeout=LIVE_MS)
+    sync_api.expect(page.locator("#logs")).to_contain_text("epoch 2/4 written by the test")
+    _shot(page, "job-live")
+    assert [u for u in requests if u.endswith(f"/jobs/{job_id}/stream")]
+    asked = [u for u in requests if f"/jobs/{job_id}/metrics" in u]
+    assert len(asked) == 1  # the first drawing: the epochs came by the stream
+    polled = [u for u in requests if u.endswith(f"/jobs/{job_id}") and "/ui/" not in u]
+    assert len(polled) == 1  # no polling
+    assert queue.finish(service["db"], lease, JobState.SUCCEEDED)
+    page.wait_for_selector("body[data-loaded='succeeded']", timeout=LIVE_MS)
+    assert page.is_hidden("#live")
+    assert page.locator("#summary #eta").count() == 0
+
+
+@pytest.mark.parametrize("without", ["blocked", "absent"])
+def test_job_page_falls_back_to_polling_without_the_stream(page, service, without):
+    """With the stream cut at once each time (as a proxy that closes it would), or no
+    EventSource in the browser, the page polls instead and still shows new epochs."""
+    api = service["service"].api
+    if without == "blocked":
+        page.route(
+            "**/jobs/*/stream",
+            lambda route: route.fulfill(
+                status=200, headers={"Content-Type": "text/event-stream"}, body="retry: 100\n\n"
+            ),
+        )
+    else:
+        page.add_init_script("delete window.EventSource")
+    job_id, lease = _claimed(service)
+    page.goto(f"{api}/ui/jobs/{job_id}")
+    page.wait_for_selector("body[data-live='poll']", timeout=LIVE_MS)
+    _epoch(service, lease, 1, seconds=5.0)
+    sync_api.expect(_acc_points(page)).to_have_attribute("data-count", "1", timeout=LIVE_MS)
+    assert page.inner_text("#live") == "live (polling every 2 s)"
+    assert queue.finish(service["db"], lease, JobState.SUCCEEDED)
+    page.wait_for_selector("body[data-loaded='succeeded']", timeout=LIVE_MS)
+
+
+def test_empty_states_say_why(page, service):
+    """A queued job and a job that failed before its first epoch say so, instead of
+    drawing empty charts."""
+    http, api, db = service["http"], service["service"].api, service["db"]
+    queued = http.post("/jobs", json=SPEC).json()["id"]
+    reason = http.get(f"/jobs/{queued}").json()["pending_reason"]
+    page.goto(f"{api}/ui/jobs/{queued}")
+    page.wait_for_selector("body[data-loaded='queued']")
+    assert page.inner_text("#curves-empty") == f"No epochs yet: the job is queued ({reason})."
+    assert page.inner_text("#telemetry-empty") == page.inner_text("#curves-empty")
+    assert page.is_hidden("#curves")
+    assert page.is_hidden("#telemetry")
+    assert page.inner_text("#manifest-empty") == "Not recorded yet: the job has not started."
+    assert "No checkpoint yet" in page.inner_text("#checkpoints-empty")
+    _shot(page, "job-queued")
+    http.post(f"/jobs/{queued}/cancel")
+
+    failed, lease = _claimed(service)
+    error = "RuntimeError: CUDA out of memory (written by the test)"
+    assert queue.finish(db, lease, JobState.FAILED, error=error)
+    page.goto(f"{api}/ui/jobs/{failed}")
+    page.wait_for_selector("body[data-loaded='failed']")
+    assert error in page.inner_text("#job-error")
+    assert "failed before its first epoch" in page.inner_text("#curves-empty")
+    assert page.locator("svg.chart").count() == 0
+    assert page.inner_text("#checkpoints-empty") == "No checkpoint was stored."
+    _shot(page, "job-failed")
+
+
+def test_unknown_or_another_users_ids_show_only_an_error(browser, service):
+    """/ui/jobs/999999 and another user's job (the same for sweeps) show one clean message,
+    not the page's empty shell under an error."""
+    api, done, sweep = service["service"].api, service["done"], service["sweep"]
+    token = create_token(service["db"], "dashboard-bob", user="bob")
+    context, page = _signed_in(browser, api, token)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.location["url"]) if m.type == "error" else None)
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    cases = {
+        "/ui/jobs/999999": "Job #999999",
+        f"/ui/jobs/{done}": f"Job #{done}",
+        "/ui/sweeps/999999": "Sweep #999999",
+        f"/ui/sweeps/{sweep}": f"Sweep #{sweep}",
+    }
+    for path, what in cases.items():
+        page.goto(f"{api}{path}")
+        page.wait_for_selector("body[data-loaded='missing']")
+        assert page.inner_text("#not-found h1") == f"{what} not found"
+        assert page.locator("main > *").count() == 1  # the message alone
+        assert page.locator("#summary, .charts, svg, table").count() == 0
+        if path == f"/ui/jobs/{done}":
+            _shot(page, "job-not-found")
+    # the one console error of each: the browser's note on the API's 404
+    expected = [p.replace("/ui", "") for p in cases]
+    assert [e.removeprefix(api).split("?")[0] for e in errors] == expected
+    context.close()
+
+
+def test_compare_view_from_the_jobs_list(page, service):
+    """Two jobs ticked in the list open /ui/compare: their test accuracy and loss overlaid,
+    and only the configuration fields that differ."""
+    http, api, done = service["http"], service["service"].api, service["done"]
+    other = http.post("/jobs", json={**SPEC, "seed": 7, "optimizer": {"weight_decay": 0.0}})
+    other = other.json()["id"]
+    http.post(f"/jobs/{other}/cancel")
+    page.goto(f"{api}/ui/jobs")
+    assert page.is_disabled("#compare")
+    page.check(f"tr[data-job='{done}'] input.pick")
+    page.wait_for_timeout(2500)  # a refresh of the list keeps the tick
+    assert page.is_checked(f"tr[data-job='{done}'] input.pick")
+    page.check(f"tr[data-job='{other}'] input.pick")
+    page.click("#compare")
+    page.wait_for_url(re.compile(rf"/ui/compare\?jobs={done},{other}$"))
+    page.wait_for_selector("body[data-loaded='compared']")
+    assert _attributes(page, "#diff tbody tr", "data-field") == ["optimizer.weight_decay", "seed"]
+    assert _texts(page, "#diff tr[data-field='seed'] td") == ["seed", "0", "7"]
+    assert _texts(page, "#diff tr[data-field='optimizer.weight_decay'] td")[1:] == ["0.0005", "0"]
+    assert page.get_attribute(f"polyline[data-series='#{done}']", "data-count") == str(EPOCHS)
+    colours = _attributes(page, "#chart-acc polyline", "stroke")
+    assert len(colours) == len(set(colours)) == 2
+    axes = _texts(page, ".axis-label")
+    assert "accuracy (%)" in axes
+    assert "cross-entropy loss (nats)" in axes
+    best = http.get(f"/jobs/{done}").json()["best_test_acc"]
+    assert _pct(best) in page.inner_text(f"#compare-jobs tr[data-job='{done}']")
+    _shot(page, "compare")
+
+
+def test_a_40_layer_heat_map_stays_readable(page, service):
+    """40 layers x 120 epochs: every cell drawn, rows a fixed height (the map grows taller),
+    no row name overlapping another or the cells."""
+    page.goto(f"{service['service'].api}/ui/jobs/{service['done']}")
+    page.wait_for_selector("body[data-loaded='succeeded']")
+    page.evaluate(
+        """async () => {
+          const { heatmap } = await import("/ui/static/heatmap.js");
+          const host = document.createElement("figure");
+          host.id = "heatmap-40";
+          document.querySelector("main").prepend(host);
+          const rows = Array.from(
+            { length: 40 }, (_, i) => `stages.${i >> 3}.blocks.${i % 8}.conv${1 + (i % 2)}`);
+          const columns = Array.from({ length: 120 }, (_, j) => j + 1);
+          const values = rows.map(
+            (_, i) => columns.map((c) => 50 * (1 + Math.sin(i / 6 + c / 30))));
+          const format = (v) => `${v.toFixed(1)} % of weights`;
+          heatmap(host, { rows, columns, values, unit: "% of weights", format });
+        }"""
+    )
+    assert page.locator("#heatmap-40 rect.cell").count() == 40 * 120
+    labels = page.locator("#heatmap-40 text.row-label")
+    boxes = [labels.nth(i).bounding_box() for i in range(labels.count())]
+    assert len(boxes) == 40
+    assert all(b["height"] >= 10 for b in boxes)  # legible text
+    assert all(a["y"] + a["height"] <= b["y"] + 1 for a, b in itertools.pairwise(boxes))
+    first_cell = page.locator("#heatmap-40 rect.cell").first.bounding_box()
+    assert max(b["x"] + b["width"] for b in boxes) <= first_cell["x"]
+    page.hover("#heatmap-40 rect.cell[data-layer='stages.4.blocks.7.conv2'][data-epoch='120']")
+    assert page.inner_text("#heatmap-40 .readout").startswith(
+        "stages.4.blocks.7.conv2, epoch 120: "
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#heatmap-40").screenshot(path=str(SCREENSHOTS / "heatmap-40-layers.png"))

@@ -133,14 +133,58 @@ export function fmt(value, digits = 4) {
     : value.toFixed(digits);
 }
 
+// The browser's UTC offset at `date` as "UTC", "UTC+01:00" or "UTC-05:30".
+export function zone(date) {
+  const minutes = -date.getTimezoneOffset();
+  if (minutes === 0) return "UTC";
+  const a = Math.abs(minutes);
+  return `UTC${minutes > 0 ? "+" : "-"}${String(Math.floor(a / 60)).padStart(2, "0")}:${String(a % 60).padStart(2, "0")}`;
+}
+
+// An instant as local ISO-like text with its zone: "2026-12-08 01:07:29 UTC+01:00".
 export function when(iso) {
-  return iso ? new Date(iso).toLocaleString() : "";
+  if (!iso) return "";
+  const d = new Date(iso);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())} ${zone(d)}`;
+}
+
+// The dashboard's one accuracy format: a fraction in [0, 1] as a percentage, one decimal.
+export function pct(value) {
+  return value === null || value === undefined ? "" : `${(100 * value).toFixed(1)}%`;
+}
+
+// A metric's value as the dashboard shows it: accuracies (`*_acc`) as pct, others as fmt.
+export function metricText(name, value) {
+  return /_acc$/.test(name) ? pct(value) : fmt(value);
+}
+
+// Replaces the page with a clean message (an unknown id, or another user's job or sweep),
+// leaving nothing of the page's shell under it.
+export function notFound(what, back) {
+  const main = document.querySelector("main");
+  main.replaceChildren(
+    el(
+      "section",
+      { class: "not-found", id: "not-found" },
+      el("h1", {}, `${what} not found`),
+      el("p", {}, "It does not exist, or it belongs to another user."),
+      el("p", {}, el("a", { href: back.href }, back.text)),
+    ),
+  );
+  document.title = `recu · ${what} not found`;
+  document.body.dataset.loaded = "missing";
 }
 
 // Wall time from `start` to `end` (or to now while running), as 1h 02m / 3m 05s / 12s.
 export function duration(start, end) {
   if (!start) return "";
-  const s = Math.max(0, Math.round(((end ? new Date(end) : new Date()) - new Date(start)) / 1000));
+  return span(((end ? new Date(end) : new Date()) - new Date(start)) / 1000);
+}
+
+// Seconds as 1h 02m / 3m 05s / 12s.
+export function span(seconds) {
+  const s = Math.max(0, Math.round(seconds));
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   if (h) return `${h}h ${String(m).padStart(2, "0")}m`;

@@ -80,28 +80,33 @@ function frame(xr, yr, xLabel, yLabel, xStep = 0) {
   return { root, sx, sy };
 }
 
-function legend(names) {
+// A series' colour: its own `colour`, else the palette's by position.
+function seriesColour(s, i) {
+  return s.colour || PALETTE[i % PALETTE.length];
+}
+
+function legend(series) {
   const box = document.createElement("div");
   box.className = "legend";
-  names.forEach((name, i) => {
+  series.forEach((s, i) => {
     const item = document.createElement("span");
     const swatch = document.createElement("i");
-    swatch.style.background = PALETTE[i % PALETTE.length];
-    item.append(swatch, name);
+    swatch.style.background = seriesColour(s, i);
+    item.append(swatch, s.name);
     box.append(item);
   });
   return box;
 }
 
-// One polyline per series (points [[x, y], ...], non-finite y skipped), a legend, and a
-// hover read-out of every series at the nearest x.
+// One polyline per series (points [[x, y], ...], non-finite y skipped; an optional
+// `colour`), a legend, and a hover read-out of every series at the nearest x.
 export function lineChart(host, { series, xLabel = "epoch", yLabel = "", xStep = 1 }) {
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = series.flatMap((s) => s.points.map((p) => p[1]));
   const { root, sx, sy } = frame(extent(xs), extent(ys, 0.05), xLabel, yLabel, xStep);
   series.forEach((s, i) => {
     const pts = s.points.filter((p) => Number.isFinite(p[1]));
-    const colour = PALETTE[i % PALETTE.length];
+    const colour = seriesColour(s, i);
     root.append(
       svg("polyline", {
         points: pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" "),
@@ -141,7 +146,7 @@ export function lineChart(host, { series, xLabel = "epoch", yLabel = "", xStep =
     rule.setAttribute("visibility", "hidden");
     readout.hidden = true;
   });
-  host.replaceChildren(root, legend(series.map((s) => s.name)), readout);
+  host.replaceChildren(root, legend(series), readout);
   return root;
 }
 

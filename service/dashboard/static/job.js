@@ -1,14 +1,19 @@
-// One job: summary, cancel, training curves, per-layer telemetry, the latent-weight
-// histogram with an epoch slider, checkpoints, events and logs; refreshed every 2 s
-// until the job reaches a terminal state (the API's `terminal`).
-import { api, badge, bytes, clearError, duration, el, fmt, header, pendingNote, poll, when } from "/ui/static/api.js";
-import { histogram, lineChart } from "/ui/static/charts.js";
+// One job: summary (with its ETA while it runs), cancel, training curves, per-layer
+// telemetry, configuration and reproducibility, checkpoints, events and logs. While the
+// job is not terminal (the API's `terminal`) the page follows GET /jobs/{id}/stream and
+// polls every 2 s only when the stream is unavailable (live.js).
+import { ApiError, api, badge, bytes, clearError, duration, el, header, notFound, pct, pendingNote, poll, showError, when } from "/ui/static/api.js";
+import { lineChart } from "/ui/static/charts.js";
+import { eta } from "/ui/static/eta.js";
+import { configPanel, manifestPanel } from "/ui/static/jobconfig.js";
+import { follow, liveBadge } from "/ui/static/live.js";
+import * as telemetry from "/ui/static/telemetry.js";
+import { CURVES, points } from "/ui/static/units.js";
 
 // curve points asked of the server, which downsamples evenly (?points=N overrides)
 const MAX_POINTS = Number(new URLSearchParams(location.search).get("points")) || 500;
-const TELEMETRY_POINTS = 200;
 const jobId = Number(location.pathname.split("/").pop());
-const state = { job: null, seenEpoch: -1, logOffset: 0, metrics: [], hist: [], layers: [] };
+const state = { job: null, seenEpoch: -1, logOffset: 0, metrics: [], telemetryEpoch: 0, manifestAttempt: null };
 
 function item(term, ...value) {
   return [el("dt", {}, term), el("dd", {}, ...value)];
@@ -17,22 +22,20 @@ function item(term, ...value) {
 function summary(job) {
   const s = job.spec;
   const latest = job.latest_metrics || {};
+  const running = job.state === "running";
   const rows = [
     item("state", badge(job.state)),
     ...(job.pending_reason ? [item("waiting", pendingNote(job))] : []),
     item("attempt", `${job.attempt} of ${job.max_attempts}`),
     item("epoch", `${job.current_epoch} of ${s.epochs}`),
-    item("model", `${s.model}${s.binary ? " (binary)" : " (full precision)"}`),
-    item("dataset", s.dataset.name),
-    ...(s.recipe ? [item("recipe", s.recipe)] : []),
-    item("tau", `${s.tau.kind} ${s.tau.tau_s} → ${s.tau.tau_e}`),
-    item("optimiser", `${s.optimizer.name} lr ${s.optimizer.lr}`),
-    item("batch size", s.batch_size),
-    item("workers", s.resources ? `${s.resources.num_workers} × ${s.resources.use_gpu ? "GPU" : "CPU"}` : ""),
-    item("best test acc", job.best_test_acc == null ? "" : `${fmt(job.best_test_acc)} (epoch ${job.best_epoch})`),
-    item("last test acc", fmt(job.last_test_acc)),
-    ...("best_val_acc" in latest ? [item("best val acc", fmt(latest.best_val_acc)), item("test acc at best val", fmt(latest.test_acc_at_best_val))] : []),
+    ...(running ? [item("ETA", el("span", { id: "eta" }, eta(job, state.metrics).text))] : []),
+    item("model", `${s.model}${s.binary ? " (binary)" : " (full precision)"} on ${s.dataset.name}`),
+    item("best test acc", job.best_test_acc == null ? "" : `${pct(job.best_test_acc)} (epoch ${job.best_epoch})`),
+    item("last test acc", pct(job.last_test_acc)),
+    ...("best_val_acc" in latest ? [item("best val acc", pct(latest.best_val_acc)), item("test acc at best val", pct(latest.test_acc_at_best_val))] : []),
     item("created", when(job.created_at)),
+    item("started", when(job.started_at)),
+    ...(job.finished_at ? [item("finished", when(job.finished_at))] : []),
     item("duration", duration(job.started_at, job.finished_at)),
   ];
   if (job.parent_id) rows.push(item("sweep", el("a", { href: `/ui/sweeps/${job.parent_id}` }, `#${job.parent_id}`)));
@@ -43,35 +46,39 @@ function summary(job) {
   const error = document.getElementById("job-error");
   error.hidden = !job.error;
   error.textContent = job.error || "";
+  liveBadge(job.terminal);
 }
 
-function series(rows, key) {
-  return { name: key, points: rows.filter((r) => key in r.metrics).map((r) => [r.epoch, r.metrics[key]]) };
+// Why there is nothing to plot yet, in words (null when there is).
+function noEpochs(job) {
+  if (state.metrics.length) return null;
+  if (job.kind === "export") return "An export job trains nothing: it has no epochs.";
+  if (job.state === "queued") return `No epochs yet: the job is queued (${job.pending_reason || "waiting for a worker"}).`;
+  if (job.state === "running" || job.state === "cancelling") return `No epochs yet: attempt ${job.attempt} is running its first epoch.`;
+  if (job.state === "failed") return "No epochs: the job failed before its first epoch (the error is above), so no metrics or telemetry were recorded.";
+  return `No epochs: the job was ${job.state} before its first epoch, so no metrics or telemetry were recorded.`;
 }
 
-function curves(rows) {
-  lineChart(document.getElementById("chart-loss"), { series: [series(rows, "train_loss"), series(rows, "test_loss")], yLabel: "cross-entropy" });
-  lineChart(document.getElementById("chart-acc"), { series: [series(rows, "train_acc"), series(rows, "test_acc"), ...(rows.some((r) => "val_acc" in r.metrics) ? [series(rows, "val_acc")] : [])], yLabel: "accuracy" });
-  lineChart(document.getElementById("chart-tau"), { series: [series(rows, "tau")], yLabel: "tau" });
-  lineChart(document.getElementById("chart-lr"), { series: [series(rows, "lr")], yLabel: "lr" });
+function showEmpty(id, text, hideId) {
+  const box = document.getElementById(id);
+  box.hidden = !text;
+  box.textContent = text || "";
+  document.getElementById(hideId).hidden = Boolean(text);
 }
 
-let telemetryRows = [];
-function telemetryChart() {
-  const field = document.getElementById("telemetry-field").value;
-  const names = telemetryRows.length ? Object.keys(telemetryRows.at(-1).telemetry.layers) : [];
-  lineChart(document.getElementById("chart-telemetry"), {
-    series: names.map((name) => ({
-      name,
-      points: telemetryRows
-        .filter((r) => r.telemetry.layers[name])
-        .map((r) => [r.epoch, r.telemetry.layers[name][field]]),
-    })),
-    yLabel: field,
-  });
+function curves() {
+  const rows = state.metrics;
+  showEmpty("curves-empty", noEpochs(state.job), "curves");
+  if (!rows.length) return;
+  const acc = ["train_acc", "test_acc", ...(rows.some((r) => "val_acc" in r.metrics) ? ["val_acc"] : [])];
+  const draw = (id, keys, unit) => lineChart(document.getElementById(id), { series: keys.map((k) => ({ name: k, points: points(rows, k, unit.scale) })), yLabel: unit.axis });
+  draw("chart-loss", ["train_loss", "test_loss"], CURVES.loss);
+  draw("chart-acc", acc, CURVES.acc);
+  draw("chart-tau", ["tau"], CURVES.tau);
+  draw("chart-lr", ["lr"], CURVES.lr);
 }
 
-// tau at (the recorded epoch nearest to) `epoch`, for the clamp marker +-Q/b = -ln(2 - 2 tau).
+// tau at (the recorded epoch nearest to) `epoch`, for the histogram's clamp markers.
 function tauAt(epoch) {
   let best = null;
   for (const r of state.metrics) {
@@ -80,54 +87,20 @@ function tauAt(epoch) {
   return best ? best.metrics.tau : null;
 }
 
-function histChart() {
-  const slider = document.getElementById("hist-slider");
-  const row = state.hist[Number(slider.value)];
-  const layer = document.getElementById("hist-layer").value;
-  if (!row || !row.telemetry.layers[layer]) return;
-  document.getElementById("hist-epoch").textContent = row.epoch;
-  const t = row.telemetry;
-  const markers = [];
-  const tau = tauAt(row.epoch);
-  if (state.job.spec.binary_options.clamp && tau !== null) {
-    const bound = -Math.log(2 - 2 * tau);
-    markers.push({ x: -bound, label: "−Q/b" }, { x: bound, label: "Q/b" });
-  }
-  histogram(document.getElementById("chart-hist"), {
-    counts: t.layers[layer].hist,
-    range: t.hist_range,
-    markers,
-    xLabel: `w1 / b (${t.layers[layer].beyond_clamp !== undefined ? `${fmt(100 * t.layers[layer].beyond_clamp, 2)}% beyond the clamp` : ""})`,
-  });
-}
-
-async function loadHist(keepEpoch) {
-  const layer = document.getElementById("hist-layer").value;
-  if (!layer) return;
-  const q = new URLSearchParams({ max_points: TELEMETRY_POINTS, layer });
-  state.hist = await api(`/jobs/${jobId}/telemetry?${q}`);
-  const slider = document.getElementById("hist-slider");
-  const atEnd = Number(slider.value) >= Number(slider.max);
-  slider.max = Math.max(state.hist.length - 1, 0);
-  if (!keepEpoch || atEnd) slider.value = slider.max;
-  histChart();
-}
-
 async function loadTelemetry() {
-  telemetryRows = await api(`/jobs/${jobId}/telemetry?max_points=${TELEMETRY_POINTS}&hist=false`);
-  const names = telemetryRows.length ? Object.keys(telemetryRows.at(-1).telemetry.layers) : [];
-  const select = document.getElementById("hist-layer");
-  if (names.join() !== state.layers.join()) {
-    state.layers = names;
-    const chosen = select.value;
-    select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
-    if (names.includes(chosen)) select.value = chosen;
+  state.telemetryEpoch = await telemetry.load();
+  const job = state.job;
+  let why = noEpochs(job);
+  if (!why && !state.telemetryEpoch) {
+    why = job.spec.binary ? "No telemetry recorded yet: it is written just after each epoch's metrics." : "No per-layer telemetry: a full-precision model has no binary layers.";
   }
-  telemetryChart();
-  await loadHist(true);
+  showEmpty("telemetry-empty", why, "telemetry");
 }
 
-function checkpoints(rows) {
+async function loadCheckpoints() {
+  const rows = await api(`/jobs/${jobId}/checkpoints`);
+  const every = state.job.spec.checkpoint?.every_epochs ?? 1;
+  showEmpty("checkpoints-empty", rows.length ? null : state.job.terminal ? "No checkpoint was stored." : `No checkpoint yet: one is stored every ${every} epoch${every === 1 ? "" : "s"}.`, "checkpoints");
   document.querySelector("#checkpoints tbody").replaceChildren(
     ...rows.map((c) =>
       el(
@@ -144,59 +117,127 @@ function checkpoints(rows) {
           {},
           el("a", { href: `/checkpoints/${c.id}/download`, download: `job-${jobId}-epoch-${c.epoch}.safetensors`, class: "download" }, "safetensors"),
           " ",
-          state.job.spec.binary
-            ? el("a", { href: `/checkpoints/${c.id}/export`, download: `job-${jobId}-epoch-${c.epoch}.bnn` }, "packed .bnn")
-            : null,
+          state.job.spec.binary ? el("a", { href: `/checkpoints/${c.id}/export`, download: `job-${jobId}-epoch-${c.epoch}.bnn` }, "packed .bnn") : null,
         ),
       ),
     ),
   );
 }
 
-function events(rows) {
-  document.querySelector("#events tbody").replaceChildren(
-    ...rows.map((e) =>
-      el("tr", {}, el("td", {}, when(e.at)), el("td", {}, e.from_state ?? ""), el("td", {}, badge(e.to_state)), el("td", { class: "num" }, e.attempt), el("td", {}, e.reason)),
-    ),
-  );
+function eventRow(e) {
+  return el("tr", {}, el("td", {}, when(e.at)), el("td", {}, e.from_state ?? ""), el("td", {}, badge(e.to_state)), el("td", { class: "num" }, e.attempt), el("td", {}, e.reason));
+}
+
+function appendLogs(lines) {
+  const pre = document.getElementById("logs");
+  const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.append(lines.map((l) => `${l.line}\n`).join(""));
+  if (follow) pre.scrollTop = pre.scrollHeight;
+  state.logOffset += lines.length;
+  document.getElementById("logs-empty").hidden = state.logOffset > 0;
 }
 
 async function logs() {
   for (;;) {
     const lines = await api(`/jobs/${jobId}/logs?offset=${state.logOffset}&limit=1000`);
-    if (!lines.length) return;
-    state.logOffset += lines.length;
-    const pre = document.getElementById("logs");
-    const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    pre.append(lines.map((l) => `${l.line}\n`).join(""));
-    if (follow) pre.scrollTop = pre.scrollHeight;
+    if (lines.length) appendLogs(lines);
     if (lines.length < 1000) return;
   }
 }
 
+async function manifest(job) {
+  if (job.started_at && state.manifestAttempt === job.attempt) return;
+  if (job.started_at) state.manifestAttempt = job.attempt;
+  await manifestPanel(job);
+}
+
+// Everything by REST: the first drawing, every tick of the polling fallback, and the
+// last drawing when a stream ends.
 async function refresh() {
   const job = await api(`/jobs/${jobId}`);
   clearError();
   state.job = job;
-  summary(job);
-  const changed = job.current_epoch !== state.seenEpoch || job.terminal;
-  if (changed) {
+  if (job.current_epoch !== state.seenEpoch || job.terminal) {
     state.metrics = await api(`/jobs/${jobId}/metrics?max_points=${MAX_POINTS}`);
-    curves(state.metrics);
+    curves();
     await loadTelemetry();
-    checkpoints(await api(`/jobs/${jobId}/checkpoints`));
+    await loadCheckpoints();
     state.seenEpoch = job.current_epoch;
   }
-  events(await api(`/jobs/${jobId}/events`));
+  summary(job);
+  await manifest(job);
+  document.querySelector("#events tbody").replaceChildren(...(await api(`/jobs/${jobId}/events`)).map(eventRow));
   await logs();
   document.body.dataset.loaded = job.state; // for tests and scripts: the page has drawn this state
   return !job.terminal;
 }
 
+// After a streamed epoch: telemetry (written just after the epoch's metrics) and the
+// checkpoints, fetched once for a burst of events and again while telemetry lags.
+let reloading = null;
+function reloadSoon(tries = 5) {
+  if (reloading !== null) return;
+  reloading = setTimeout(async () => {
+    await loadTelemetry();
+    await loadCheckpoints();
+    reloading = null;
+    const last = state.metrics.at(-1)?.epoch ?? 0;
+    if (state.telemetryEpoch < last && tries > 1) setTimeout(() => reloadSoon(tries - 1), 1500);
+  }, 300);
+}
+
+const streamed = {
+  state: async (job) => {
+    state.job = job;
+    summary(job);
+    await manifest(job);
+    if (!job.terminal) document.body.dataset.loaded = job.state; // the end's refresh says it
+  },
+  event: (e) => document.querySelector("#events tbody").append(eventRow(e)),
+  epoch: (row) => {
+    if (row.epoch <= (state.metrics.at(-1)?.epoch ?? 0)) return; // drawn already
+    state.metrics.push(row);
+    state.seenEpoch = row.epoch;
+    curves();
+    summary({ ...state.job, current_epoch: Math.max(state.job.current_epoch, row.epoch) });
+    reloadSoon();
+  },
+  log: (line) => appendLogs([line]),
+  checkpoint: () => reloadSoon(),
+  end: () => refresh(),
+};
+
+async function start() {
+  let job;
+  try {
+    job = await api(`/jobs/${jobId}`);
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 404 || err.status === 422)) return notFound(`Job #${location.pathname.split("/").pop()}`, { href: "/ui/jobs", text: "← all jobs" });
+    throw err;
+  }
+  state.job = job;
+  document.getElementById("page").hidden = false;
+  configPanel(job.spec);
+  telemetry.setup(jobId, { tauAt, clamp: job.spec.binary_options?.clamp });
+  if (job.terminal) return refresh(); // nothing will change: one drawing, nothing live
+  state.metrics = await api(`/jobs/${jobId}/metrics?max_points=${MAX_POINTS}`);
+  state.seenEpoch = job.current_epoch;
+  curves();
+  await loadTelemetry();
+  await loadCheckpoints();
+  summary(job);
+  await manifest(job);
+  document.getElementById("logs-empty").hidden = false;
+  document.body.dataset.loaded = job.state;
+  // events and log lines come with the stream, from the start
+  follow(`/jobs/${jobId}/stream`, streamed, () => {
+    document.querySelector("#events tbody").replaceChildren();
+    poll(refresh, 2000);
+  });
+  return undefined;
+}
+
 if (await header()) {
-  document.getElementById("telemetry-field").addEventListener("change", telemetryChart);
-  document.getElementById("hist-layer").addEventListener("change", () => loadHist(false));
-  document.getElementById("hist-slider").addEventListener("input", histChart);
   document.getElementById("cancel").addEventListener("click", async () => {
     if (!confirm(`Cancel job #${jobId}?`)) return;
     const button = document.getElementById("cancel");
@@ -210,5 +251,9 @@ if (await header()) {
       button.disabled = false;
     }
   });
-  poll(refresh, 2000);
+  try {
+    await start();
+  } catch (err) {
+    showError(err);
+  }
 }

@@ -1,8 +1,11 @@
 // One sweep: summary, best trial and its checkpoint, tau_s x tau_e coloured by the
-// metric (best ringed), every trial's metric curve, the trials table; refreshed every
-// 2 s until the sweep reaches a terminal state (the API's `terminal`).
-import { api, badge, clearError, el, fmt, header, pendingNote, poll, when } from "/ui/static/api.js";
+// metric (best ringed), every trial's metric curve, the trials table. Until the sweep is
+// terminal (the API's `terminal`) the page follows GET /sweeps/{id}/stream, whose `sweep`
+// events are the whole view (GET /sweeps/{id}?max_points=200); it polls every 2 s only
+// when the stream is unavailable (live.js).
+import { ApiError, api, badge, clearError, el, fmt, header, metricText, notFound, pendingNote, poll, showError, when } from "/ui/static/api.js";
 import { lineChart, scatter } from "/ui/static/charts.js";
+import { follow, liveBadge } from "/ui/static/live.js";
 
 const MAX_POINTS = 200;
 const sweepId = Number(location.pathname.split("/").pop());
@@ -48,7 +51,7 @@ function summary(sweep) {
       item(
         "best",
         el("a", { href: `/ui/jobs/${best.trial_id}` }, `trial ${best.index} (#${best.trial_id})`),
-        ` ${s.metric} ${fmt(best.value)} with `,
+        ` ${s.metric} ${metricText(s.metric, best.value)} with `,
         Object.entries(best.params).map(([k, v]) => `${k}=${fmt(v)}`).join(", "),
         best.checkpoint ? " · " : "",
         best.checkpoint
@@ -64,10 +67,29 @@ function summary(sweep) {
   const error = document.getElementById("job-error");
   error.hidden = !sweep.error;
   error.textContent = sweep.error || "";
+  liveBadge(sweep.terminal);
+}
+
+// The sweep's metric as shown: accuracies as %, with the axis label saying so.
+function metricUnit(metric) {
+  return /_acc$/.test(metric) ? { scale: 100, axis: `${metric} (%)` } : { scale: 1, axis: metric };
+}
+
+// Why no trial has a curve yet, in words (null when one has).
+function noCurves(sweep) {
+  if (sweep.trials.some((t) => t.metrics.length)) return null;
+  if (sweep.state === "queued") return `No epochs yet: the sweep is queued (${sweep.pending_reason || "waiting for a worker"}).`;
+  if (!sweep.terminal) return "No epochs yet: the first trials are starting.";
+  return `No epochs: the sweep ${sweep.state} before any trial finished an epoch.`;
 }
 
 function charts(sweep) {
   const metric = sweep.spec.metric;
+  const unit = metricUnit(metric);
+  const why = noCurves(sweep);
+  const empty = document.getElementById("curves-empty");
+  empty.hidden = !why;
+  empty.textContent = why || "";
   const bestId = sweep.best?.trial_id;
   scatter(document.getElementById("chart-scatter"), {
     points: sweep.trials.map((t) => {
@@ -77,23 +99,23 @@ function charts(sweep) {
       return {
         x,
         y,
-        value: value ?? NaN,
+        value: value === null ? NaN : unit.scale * value,
         best: t.id === bestId,
         href: `/ui/jobs/${t.id}`,
-        title: `trial ${t.index} (${t.state}): tau_s ${x}, tau_e ${y}, ${metric} ${fmt(value)}`,
+        title: `trial ${t.index} (${t.state}): tau_s ${x}, tau_e ${y}, ${metric} ${metricText(metric, value)}`,
       };
     }),
-    xLabel: "tau_s",
-    yLabel: "tau_e",
-    valueLabel: metric,
+    xLabel: "tau_s (τ at the first epoch)",
+    yLabel: "tau_e (τ at the last epoch)",
+    valueLabel: unit.axis,
   });
   document.getElementById("curves-caption").textContent = `${metric} per epoch, every trial`;
   lineChart(document.getElementById("chart-trials"), {
     series: sweep.trials.map((t) => ({
       name: `trial ${t.index}`,
-      points: t.metrics.filter((m) => metric in m).map((m) => [m.epoch, m[metric]]),
+      points: t.metrics.filter((m) => metric in m).map((m) => [m.epoch, unit.scale * m[metric]]),
     })),
-    yLabel: metric,
+    yLabel: unit.axis,
   });
 }
 
@@ -113,21 +135,40 @@ function table(sweep) {
         el("td", {}, badge(t.state)),
         ...paths.map((p) => el("td", { class: "num" }, fmt(t.params[p]))),
         el("td", { class: "num" }, t.current_epoch),
-        el("td", { class: "num" }, fmt(latest(t, metric))),
+        el("td", { class: "num" }, metricText(metric, latest(t, metric))),
         el("td", {}, t.id === sweep.best?.trial_id ? "★ best" : ""),
       ),
     ),
   );
 }
 
-async function refresh() {
-  const sweep = await api(`/sweeps/${sweepId}?max_points=${MAX_POINTS}`);
+function draw(sweep) {
   clearError();
   summary(sweep);
   charts(sweep);
   table(sweep);
   document.body.dataset.loaded = sweep.state;
+}
+
+async function refresh() {
+  const sweep = await api(`/sweeps/${sweepId}?max_points=${MAX_POINTS}`);
+  draw(sweep);
   return !sweep.terminal;
+}
+
+async function start() {
+  let sweep;
+  try {
+    sweep = await api(`/sweeps/${sweepId}?max_points=${MAX_POINTS}`);
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 404 || err.status === 422)) return notFound(`Sweep #${location.pathname.split("/").pop()}`, { href: "/ui/sweeps", text: "← all sweeps" });
+    throw err;
+  }
+  document.getElementById("page").hidden = false;
+  draw(sweep);
+  if (sweep.terminal) return undefined;
+  follow(`/sweeps/${sweepId}/stream`, { sweep: draw, end: refresh }, () => poll(refresh, 2000));
+  return undefined;
 }
 
 if (await header()) {
@@ -136,5 +177,9 @@ if (await header()) {
     await api(`/sweeps/${sweepId}/cancel`, { method: "POST" });
     await refresh();
   });
-  poll(refresh, 2000);
+  try {
+    await start();
+  } catch (err) {
+    showError(err);
+  }
 }

@@ -1,6 +1,6 @@
 // Sweeps list: filter by state, page through, refreshed every 2 s; a queued sweep says
 // why it has not started.
-import { badge, el, fmt, pendingNote, when } from "/ui/static/api.js";
+import { badge, el, metricText, pendingNote, when } from "/ui/static/api.js";
 import { listing } from "/ui/static/listing.js";
 
 function counts(c) {
@@ -20,7 +20,7 @@ function row(sweep) {
     el("td", {}, base.dataset?.name ?? ""),
     el("td", {}, counts(sweep.trial_counts)),
     el("td", {}, `${sweep.spec.metric} (${sweep.spec.mode})`),
-    el("td", { class: "num" }, sweep.best ? fmt(sweep.best.value) : ""),
+    el("td", { class: "num" }, sweep.best ? metricText(sweep.spec.metric, sweep.best.value) : ""),
     el("td", {}, when(sweep.created_at)),
   );
 }

@@ -1,0 +1,83 @@
+// The job page's configuration panel (its resolved spec, grouped, every field shown) and
+// its reproducibility record (GET /jobs/{id}/manifest: code, packages, host, device, data).
+import { ApiError, api, bytes, el, when } from "/ui/static/api.js";
+
+// [group, [[dotted path, label], ...]]; any spec field not named here is listed under
+// "Other", so a new field is never hidden.
+export const GROUPS = [
+  ["Run", [["model", "model"], ["binary", "binary (ReCU layers)"], ["recipe", "recipe"], ["epochs", "epochs"], ["batch_size", "batch size"], ["seed", "seed"], ["precision", "precision"], ["device", "device"], ["kernels", "kernels"], ["compile", "torch.compile"], ["channels_last", "channels_last"]]],
+  ["ReCU", [["tau.kind", "τ schedule"], ["tau.tau_s", "τ start (tau_s)"], ["tau.tau_e", "τ end (tau_e)"], ["binary_options.clamp", "clamp to ±Q(τ)"], ["binary_options.standardize", "weight standardisation"], ["binary_options.activation_ste", "activation STE"], ["binary_options.alpha", "alpha (channel scale)"], ["binary_options.scale_activations", "activation standardisation"]]],
+  ["Optimiser", [["optimizer.name", "optimiser"], ["optimizer.lr", "learning rate"], ["optimizer.momentum", "momentum"], ["optimizer.weight_decay", "weight decay"], ["optimizer.warmup_epochs", "warm-up epochs"], ["optimizer.lr_schedule", "lr schedule"], ["optimizer.label_smoothing", "label smoothing"]]],
+  ["Data", [["dataset.name", "dataset"], ["dataset.root", "root"], ["dataset.num_train", "train images (at most)"], ["dataset.num_test", "test images (at most)"], ["dataset.val_fraction", "validation fraction"], ["dataset.split_seed", "split seed"], ["dataset.image_size", "image size"], ["dataset.crop_padding", "crop padding"], ["dataset.flip", "random flip"], ["dataset.loader", "loader"], ["dataset.crop_scale", "crop scale"], ["dataset.workers", "decoding workers"]]],
+  ["Resources", [["resources.num_workers", "workers (DDP)"], ["resources.use_gpu", "GPU"], ["resources.gpus_per_worker", "GPUs per worker"], ["resources.cpus_per_worker", "CPUs per worker"]]],
+  ["Checkpoints", [["checkpoint.every_epochs", "every N epochs"], ["checkpoint.keep", "keep newest"], ["checkpoint.export", "export .bnn"]]],
+];
+
+// Leaf values of a nested object as {dotted path: value}.
+export function flatten(node, prefix = "", out = {}) {
+  for (const [key, value] of Object.entries(node ?? {})) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (value && typeof value === "object" && !Array.isArray(value)) flatten(value, path, out);
+    else out[path] = value;
+  }
+  return out;
+}
+
+export function valueText(value) {
+  if (value === null || value === undefined) return "default";
+  if (value === true) return "on";
+  if (value === false) return "off";
+  if (Array.isArray(value)) return value.join(" – ");
+  return String(value);
+}
+
+function group(title, rows) {
+  return el(
+    "div",
+    { class: "group" },
+    el("h3", {}, title),
+    el("dl", {}, ...rows.flatMap(([path, label, value]) => [el("dt", {}, label), el("dd", { "data-field": path, class: value === null ? "muted" : null }, valueText(value))])),
+  );
+}
+
+export function configPanel(spec) {
+  const values = flatten(spec);
+  const named = new Set(GROUPS.flatMap(([, fields]) => fields.map(([path]) => path)));
+  const groups = GROUPS.map(([title, fields]) => [title, fields.filter(([path]) => path in values).map(([path, label]) => [path, label, values[path]])]);
+  const other = Object.keys(values).filter((p) => !named.has(p)).map((p) => [p, p, values[p]]);
+  if (other.length) groups.push(["Other", other]);
+  document.getElementById("config").replaceChildren(...groups.filter(([, rows]) => rows.length).map(([t, rows]) => group(t, rows)));
+}
+
+function manifestGroups(m) {
+  const d = m.device;
+  const data = m.dataset;
+  const git = m.git_commit ? `${m.git_commit.slice(0, 12)}${m.git_dirty ? " (uncommitted changes)" : m.git_dirty === false ? " (clean)" : ""}` : "not a git checkout";
+  return [
+    ["Recorded", [["attempt", "attempt", m.attempt], ["recorded_at", "at", when(m.recorded_at)], ["seed", "seed", m.seed], ["world_size", "world size", m.world_size]]],
+    ["Code", [["recu_version", "recu", m.recu_version], ["git_commit", "git commit", git], ["python", "python", m.python], ["torch", "torch", m.packages?.torch ?? ""]]],
+    ["Machine", [["hostname", "host", m.hostname], ["device", "device", `${d.count} × ${d.type}${d.names?.length ? `: ${d.names.join(", ")}` : ""}`], ["cuda", "CUDA / cuDNN", d.cuda ? `${d.cuda} / ${d.cudnn ?? "?"}` : "none"]]],
+    ["Data", [["dataset", "dataset", data.name], ["examples", "train / test examples", `${data.train_examples} / ${data.test_examples}`], ["files", "files", data.files === null ? "not read from files" : `${data.files} (${bytes(data.bytes ?? 0)})`], ["listing_sha256", "listing sha256", data.listing_sha256 ?? "none"]]],
+  ];
+}
+
+// The manifest of the job's latest attempt; an empty state (no request) before it starts.
+export async function manifestPanel(job) {
+  const box = document.getElementById("manifest");
+  const empty = (text) => box.replaceChildren(el("p", { class: "empty-state", id: "manifest-empty" }, text));
+  if (!job.started_at) return empty("Not recorded yet: the job has not started.");
+  let m;
+  try {
+    m = await api(`/jobs/${job.id}/manifest`);
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 404) throw err;
+    return empty(job.terminal ? "No manifest was recorded: the job ended before its worker recorded one." : "Not recorded yet: the worker records it as the attempt starts.");
+  }
+  const packages = Object.entries(m.packages ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  box.replaceChildren(
+    ...manifestGroups(m).map(([title, rows]) => group(title, rows)),
+    el("details", {}, el("summary", {}, `${packages.length} packages`), el("table", { class: "list compact" }, el("tbody", {}, ...packages.map(([n, v]) => el("tr", {}, el("td", {}, n), el("td", {}, v)))))),
+    el("details", {}, el("summary", {}, "the resolved recipe (JSON)"), el("pre", { class: "json" }, JSON.stringify(m.recipe, null, 2))),
+  );
+  return m;
+}
