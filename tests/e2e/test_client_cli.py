@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recu_cli.client import auth_headers
+from recu_cli.errors import ExitCode
 from recu_cli.local_service import free_port, local_service
 from recu_cli.main import app
 from recu_db import queue, results
@@ -52,9 +53,12 @@ def test_submit_list_status_logs_cancel_download(server, tmp_path):
     listing = runner.invoke(app, ["jobs", "--api", api])
     assert listing.exit_code == 0
     assert "running" in listing.output
-    assert "75.00%" in listing.output
-    status = runner.invoke(app, ["status", "1", "--api", api])
-    assert json.loads(status.output)["spec"]["tau"]["tau_s"] == 0.9
+    assert "75.0%" in listing.output
+    status = runner.invoke(app, ["status", "1", "--json", "--api", api])
+    assert json.loads(status.stdout)["spec"]["tau"]["tau_s"] == 0.9
+    summary = runner.invoke(app, ["status", "1", "--api", api]).stdout
+    assert "job 1 running (train, attempt 1 of 3, priority 0)" in summary
+    assert "test accuracy: last 75.0%" in summary
     assert "epoch 1 done [0.75]" in runner.invoke(app, ["logs", "1", "--api", api]).output
 
     target = tmp_path / "out" / "ckpt.safetensors"
@@ -65,7 +69,9 @@ def test_submit_list_status_logs_cancel_download(server, tmp_path):
     cancelled = runner.invoke(app, ["cancel", "1", "--api", api])
     assert "job 1 cancelling" in cancelled.output
     missing = runner.invoke(app, ["download", "999", "-o", str(tmp_path / "x"), "--api", api])
-    assert missing.exit_code == 1
+    assert missing.exit_code == ExitCode.NOT_FOUND
+    assert "no checkpoint 999" in missing.stderr
+    assert missing.stdout == ""
     assert not (tmp_path / "x").exists()
 
 
@@ -82,7 +88,7 @@ def test_config_and_set_reach_every_field_of_a_stored_job_and_sweep(server, tmp_
         ],
     )
     assert submitted.exit_code == 0, submitted.output
-    job = json.loads(runner.invoke(app, ["status", "1", "--api", api]).output)
+    job = json.loads(runner.invoke(app, ["status", "1", "--json", "--api", api]).stdout)
     assert job["spec"]["resources"]["num_workers"] == 2
     assert job["spec"]["resources"]["cpus_per_worker"] == 0.5
     assert (job["spec"]["epochs"], job["spec"]["checkpoint"]["every_epochs"]) == (2, 3)
@@ -114,8 +120,9 @@ def test_config_and_set_reach_every_field_of_a_stored_job_and_sweep(server, tmp_
 
 def test_unreachable_service_is_a_clear_error():
     result = runner.invoke(app, ["jobs", "--api", f"http://127.0.0.1:{free_port()}"])
-    assert result.exit_code == 1
-    assert "cannot reach the service" in result.output
+    assert result.exit_code == ExitCode.UNREACHABLE
+    assert "cannot reach the service" in result.stderr
+    assert result.stdout == ""
 
 
 def test_twenty_concurrent_submits_with_one_idempotency_key_make_one_job(server):
@@ -183,7 +190,10 @@ def test_sweep_commands_submit_list_follow_and_cancel(server):
     queue.finish(db, lease, JobState.SUCCEEDED)
     followed = runner.invoke(app, ["sweep-status", "1", "--wait", "--api", api])
     assert followed.exit_code == 0, followed.output
-    assert "succeeded: 3 cancelled, 1 succeeded; best trial 1 (test_acc 0.7500)" in followed.output
+    assert (
+        f"succeeded: 3 cancelled, 1 succeeded; best trial 1 (job {trial.job_id}, test_acc 75.0%)"
+        in followed.output
+    )
     assert "2/2" in followed.output
 
     cancelled = runner.invoke(app, ["sweep-cancel", "6", "--api", api])
@@ -200,5 +210,5 @@ def test_whoami_names_the_tokens_user_and_role(server, monkeypatch):
     assert runner.invoke(app, ["whoami", "--api", api]).output.strip() == f"ops (admin) at {api}"
     monkeypatch.setenv("RECU_API_TOKEN", "recu_nope_nope")
     refused = runner.invoke(app, ["whoami", "--api", api])
-    assert refused.exit_code == 1
-    assert "not authorised" in refused.output
+    assert refused.exit_code == ExitCode.AUTH
+    assert "not authorised" in refused.stderr

@@ -36,5 +36,7 @@ def test_submit_wait_stops_with_the_reason_when_no_node_can_place_the_job(tmp_pa
         listing = runner.invoke(app, ["jobs", "--api", service.api])
         assert listing.exit_code == 0, listing.output
         assert f"job 1 queued: {REASON}" in " ".join(listing.output.split())
-        status = runner.invoke(app, ["status", "1", "--api", service.api])
-        assert json.loads(status.output)["pending_reason"] == REASON
+        status = runner.invoke(app, ["status", "1", "--json", "--api", service.api])
+        assert json.loads(status.stdout)["pending_reason"] == REASON
+        summary = runner.invoke(app, ["status", "1", "--api", service.api])
+        assert f"waiting: {REASON}" in summary.stdout
