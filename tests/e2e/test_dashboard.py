@@ -253,7 +253,7 @@ def test_job_page_draws_every_curve_point_telemetry_and_histogram(page, service)
     page.select_option("#telemetry-field", "flip_rate")
     assert page.locator("#chart-heatmap rect.cell").count() == len(layers) * EPOCHS
     assert "sign flips (%)" in _texts(page, "#chart-telemetry .axis-label")
-    assert "% of weights" in page.inner_text("#chart-heatmap .colourbar")
+    assert "sign flips (%):" in page.inner_text("#chart-heatmap .colourbar")
     # the latent-weight histogram: every bin, the last epoch first, then the first by the slider
     bins = telemetry[-1]["telemetry"]["hist_bins"]
     assert page.locator("#chart-hist rect.bar").count() == bins
@@ -690,3 +690,40 @@ def test_a_40_layer_heat_map_stays_readable(page, service):
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("#heatmap-40").screenshot(path=str(SCREENSHOTS / "heatmap-40-layers.png"))
+
+
+@pytest.mark.parametrize("via", ["stream", "polling"])
+def test_sweep_page_is_live(page, service, via):
+    """A running sweep's page follows GET /sweeps/{id}/stream (each `sweep` event is the
+    whole view): a trial's new epoch appears without the page asking for the sweep again.
+    With the stream cut each time, it polls instead."""
+    http, api, db = service["http"], service["service"].api, service["db"]
+    if via == "polling":
+        page.route(
+            "**/sweeps/*/stream",
+            lambda route: route.fulfill(
+                status=200, headers={"Content-Type": "text/event-stream"}, body="retry: 100\n\n"
+            ),
+        )
+    one = {"tau.tau_s": {"kind": "grid", "values": [0.9]}}
+    body = {"base": SPEC, "space": one, "search": "grid", "priority": 60}
+    sweep = http.post("/sweeps", json=body).json()["id"]
+    lease = queue.claim(db, "test", lease_s=600)
+    assert lease.job_id == sweep
+    trial = trials.start_trial(db, lease, "0")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if f"/sweeps/{sweep}?" in r.url else None)
+    page.goto(f"{api}/ui/sweeps/{sweep}")
+    page.wait_for_selector(f"body[data-live='{'stream' if via == 'stream' else 'poll'}']")
+    assert "No epochs yet" in page.inner_text("#curves-empty")
+    figures = {"train_loss": 1.0, "test_loss": 1.1, "train_acc": 0.5, "test_acc": 0.4}
+    assert queue.record_epoch(db, trial, 1, {**figures, "tau": 0.9, "lr": 0.1})
+    curve = page.locator("#chart-trials polyline[data-series='trial 0']")
+    sync_api.expect(curve).to_have_attribute("data-count", "1", timeout=LIVE_MS)
+    sync_api.expect(page.locator("#trials tbody tr")).to_contain_text("40.0%")
+    if via == "stream":
+        assert len(asked) == 1  # the first drawing; the rest came by the stream
+    assert trials.end_trial(db, lease, "0", JobState.SUCCEEDED, "")
+    assert queue.finish(db, lease, JobState.SUCCEEDED)
+    page.wait_for_selector("body[data-loaded='succeeded']", timeout=LIVE_MS)
+    assert page.is_hidden("#live")

@@ -47,7 +47,7 @@ function jobsTable(runs) {
 
 function overlay(id, runs, key, unit) {
   lineChart(document.getElementById(id), {
-    series: runs.map(({ job, metrics, colour }) => ({ name: `#${job.id}`, colour, points: points(metrics, key, unit.scale) })),
+    series: runs.map(({ job, metrics, colour }) => ({ name: metrics.length ? `#${job.id}` : `#${job.id} (no epochs)`, colour, points: points(metrics, key, unit.scale) })),
     yLabel: unit.axis,
   });
 }

@@ -3,7 +3,7 @@
 // `marked` rows get a swatch of their line's colour), epoch ticks below, a colour bar with
 // the unit, and a read-out of the one cell under the pointer. Rows keep a fixed height,
 // so 40 layers are as readable as 18: the map grows taller, not denser.
-import { colour } from "/ui/static/charts.js";
+import { colour, ticks } from "/ui/static/charts.js";
 
 const NS = "http://www.w3.org/2000/svg";
 const W = 900;
@@ -26,14 +26,18 @@ function range(values) {
   return lo === hi ? [lo - 0.5, hi + 0.5] : [lo, hi];
 }
 
+// Column indices to label: the first column at or after each "nice" epoch (1, 2 or 5
+// times a power of ten apart), at most one label per 40 px.
 function epochTicks(columns, width) {
-  const most = Math.max(Math.floor(width / 40), 1); // a label every >= 40 px
-  const every = Math.ceil(columns.length / most);
-  return columns.map((_, i) => i).filter((i) => i % every === 0 || i === columns.length - 1);
+  if (!columns.length) return [];
+  const nice = ticks(columns[0], columns.at(-1), Math.max(Math.floor(width / 40), 1), 1);
+  const at = nice.map((e) => columns.findIndex((c) => c >= e)).filter((i) => i >= 0);
+  return [...new Set(at)];
 }
 
 // rows: names; columns: epoch numbers; values[r][c]: number or null; unit: the colour
-// bar's label; format(v): a value as text with its unit.
+// bar's label (what the values are, with their unit); format(v): one value as text with
+// its unit, for the read-out.
 export function heatmap(host, { rows, columns, values, unit, format, onRow = null, marked = new Map() }) {
   const left = 16 + CHAR * Math.max(8, ...rows.map((r) => r.length));
   const H = M.top + rows.length * ROW + M.bottom;
@@ -98,8 +102,8 @@ export function heatmap(host, { rows, columns, values, unit, format, onRow = nul
   ramp.className = "ramp";
   const low = document.createElement("span");
   const high = document.createElement("span");
-  low.textContent = format(lo);
-  high.textContent = format(hi);
+  low.textContent = String(Number(lo.toPrecision(3)));
+  high.textContent = String(Number(hi.toPrecision(3)));
   bar.append(`${unit}: `, low, ramp, high);
   host.replaceChildren(root, bar, readout);
   return root;

@@ -30,13 +30,12 @@ function summary(job) {
     item("epoch", `${job.current_epoch} of ${s.epochs}`),
     ...(running ? [item("ETA", el("span", { id: "eta" }, eta(job, state.metrics).text))] : []),
     item("model", `${s.model}${s.binary ? " (binary)" : " (full precision)"} on ${s.dataset.name}`),
-    item("best test acc", job.best_test_acc == null ? "" : `${pct(job.best_test_acc)} (epoch ${job.best_epoch})`),
-    item("last test acc", pct(job.last_test_acc)),
+    ...(job.best_test_acc == null ? [] : [item("best test acc", `${pct(job.best_test_acc)} (epoch ${job.best_epoch})`)]),
+    ...(job.last_test_acc == null ? [] : [item("last test acc", pct(job.last_test_acc))]),
     ...("best_val_acc" in latest ? [item("best val acc", pct(latest.best_val_acc)), item("test acc at best val", pct(latest.test_acc_at_best_val))] : []),
     item("created", when(job.created_at)),
-    item("started", when(job.started_at)),
+    ...(job.started_at ? [item("started", when(job.started_at)), item("duration", duration(job.started_at, job.finished_at))] : []),
     ...(job.finished_at ? [item("finished", when(job.finished_at))] : []),
-    item("duration", duration(job.started_at, job.finished_at)),
   ];
   if (job.parent_id) rows.push(item("sweep", el("a", { href: `/ui/sweeps/${job.parent_id}` }, `#${job.parent_id}`)));
   document.getElementById("summary").replaceChildren(...rows.flat());

@@ -2,13 +2,13 @@
 // its reproducibility record (GET /jobs/{id}/manifest: code, packages, host, device, data).
 import { ApiError, api, bytes, el, when } from "/ui/static/api.js";
 
-// [group, [[dotted path, label], ...]]; any spec field not named here is listed under
-// "Other", so a new field is never hidden.
+// [group, [[dotted path, label, what null means], ...]] (null means "default" unless
+// said); any spec field not named here is listed under "Other", so none is ever hidden.
 export const GROUPS = [
-  ["Run", [["model", "model"], ["binary", "binary (ReCU layers)"], ["recipe", "recipe"], ["epochs", "epochs"], ["batch_size", "batch size"], ["seed", "seed"], ["precision", "precision"], ["device", "device"], ["kernels", "kernels"], ["compile", "torch.compile"], ["channels_last", "channels_last"]]],
+  ["Run", [["model", "model"], ["binary", "binary (ReCU layers)"], ["recipe", "recipe", "none"], ["epochs", "epochs"], ["batch_size", "batch size"], ["seed", "seed"], ["precision", "precision"], ["device", "device"], ["kernels", "kernels"], ["compile", "torch.compile"], ["channels_last", "channels_last"]]],
   ["ReCU", [["tau.kind", "τ schedule"], ["tau.tau_s", "τ start (tau_s)"], ["tau.tau_e", "τ end (tau_e)"], ["binary_options.clamp", "clamp to ±Q(τ)"], ["binary_options.standardize", "weight standardisation"], ["binary_options.activation_ste", "activation STE"], ["binary_options.alpha", "alpha (channel scale)"], ["binary_options.scale_activations", "activation standardisation"]]],
-  ["Optimiser", [["optimizer.name", "optimiser"], ["optimizer.lr", "learning rate"], ["optimizer.momentum", "momentum"], ["optimizer.weight_decay", "weight decay"], ["optimizer.warmup_epochs", "warm-up epochs"], ["optimizer.lr_schedule", "lr schedule"], ["optimizer.label_smoothing", "label smoothing"]]],
-  ["Data", [["dataset.name", "dataset"], ["dataset.root", "root"], ["dataset.num_train", "train images (at most)"], ["dataset.num_test", "test images (at most)"], ["dataset.val_fraction", "validation fraction"], ["dataset.split_seed", "split seed"], ["dataset.image_size", "image size"], ["dataset.crop_padding", "crop padding"], ["dataset.flip", "random flip"], ["dataset.loader", "loader"], ["dataset.crop_scale", "crop scale"], ["dataset.workers", "decoding workers"]]],
+  ["Optimiser", [["optimizer.name", "optimiser"], ["optimizer.lr", "learning rate"], ["optimizer.momentum", "momentum"], ["optimizer.weight_decay", "weight decay"], ["optimizer.warmup_epochs", "warm-up epochs", "default: min(5, epochs / 10)"], ["optimizer.lr_schedule", "lr schedule"], ["optimizer.label_smoothing", "label smoothing"]]],
+  ["Data", [["dataset.name", "dataset"], ["dataset.root", "root", "the dataset's default"], ["dataset.num_train", "train images (at most)"], ["dataset.num_test", "test images (at most)"], ["dataset.val_fraction", "validation fraction"], ["dataset.split_seed", "split seed"], ["dataset.image_size", "image size"], ["dataset.crop_padding", "crop padding"], ["dataset.flip", "random flip"], ["dataset.loader", "loader"], ["dataset.crop_scale", "crop scale"], ["dataset.workers", "decoding workers"]]],
   ["Resources", [["resources.num_workers", "workers (DDP)"], ["resources.use_gpu", "GPU"], ["resources.gpus_per_worker", "GPUs per worker"], ["resources.cpus_per_worker", "CPUs per worker"]]],
   ["Checkpoints", [["checkpoint.every_epochs", "every N epochs"], ["checkpoint.keep", "keep newest"], ["checkpoint.export", "export .bnn"]]],
 ];
@@ -23,27 +23,28 @@ export function flatten(node, prefix = "", out = {}) {
   return out;
 }
 
-export function valueText(value) {
-  if (value === null || value === undefined) return "default";
+export function valueText(value, nullText = "default") {
+  if (value === null || value === undefined) return nullText;
   if (value === true) return "on";
   if (value === false) return "off";
   if (Array.isArray(value)) return value.join(" – ");
   return String(value);
 }
 
+// rows: [[path, label, value, what null means], ...]
 function group(title, rows) {
   return el(
     "div",
     { class: "group" },
     el("h3", {}, title),
-    el("dl", {}, ...rows.flatMap(([path, label, value]) => [el("dt", {}, label), el("dd", { "data-field": path, class: value === null ? "muted" : null }, valueText(value))])),
+    el("dl", {}, ...rows.flatMap(([path, label, value, nullText]) => [el("dt", {}, label), el("dd", { "data-field": path, class: value === null ? "muted" : null }, valueText(value, nullText))])),
   );
 }
 
 export function configPanel(spec) {
   const values = flatten(spec);
   const named = new Set(GROUPS.flatMap(([, fields]) => fields.map(([path]) => path)));
-  const groups = GROUPS.map(([title, fields]) => [title, fields.filter(([path]) => path in values).map(([path, label]) => [path, label, values[path]])]);
+  const groups = GROUPS.map(([title, fields]) => [title, fields.filter(([path]) => path in values).map(([path, label, nullText]) => [path, label, values[path], nullText])]);
   const other = Object.keys(values).filter((p) => !named.has(p)).map((p) => [p, p, values[p]]);
   if (other.length) groups.push(["Other", other]);
   document.getElementById("config").replaceChildren(...groups.filter(([, rows]) => rows.length).map(([t, rows]) => group(t, rows)));
@@ -57,7 +58,7 @@ function manifestGroups(m) {
     ["Recorded", [["attempt", "attempt", m.attempt], ["recorded_at", "at", when(m.recorded_at)], ["seed", "seed", m.seed], ["world_size", "world size", m.world_size]]],
     ["Code", [["recu_version", "recu", m.recu_version], ["git_commit", "git commit", git], ["python", "python", m.python], ["torch", "torch", m.packages?.torch ?? ""]]],
     ["Machine", [["hostname", "host", m.hostname], ["device", "device", `${d.count} × ${d.type}${d.names?.length ? `: ${d.names.join(", ")}` : ""}`], ["cuda", "CUDA / cuDNN", d.cuda ? `${d.cuda} / ${d.cudnn ?? "?"}` : "none"]]],
-    ["Data", [["dataset", "dataset", data.name], ["examples", "train / test examples", `${data.train_examples} / ${data.test_examples}`], ["files", "files", data.files === null ? "not read from files" : `${data.files} (${bytes(data.bytes ?? 0)})`], ["listing_sha256", "listing sha256", data.listing_sha256 ?? "none"]]],
+    ["Data", [["dataset", "dataset", data.name], ["examples", "train / validation / test", `${data.train_examples} / ${data.val_examples ?? 0} / ${data.test_examples}`], ["files", "source files", data.files === null ? "none (generated data)" : `${data.files} (${bytes(data.bytes ?? 0)})`], ["listing_sha256", "listing sha256", data.listing_sha256 ?? "none"], ["content_sha256", "content sha256", data.content_sha256 ?? "not computed (streamed)"]]],
   ];
 }
 

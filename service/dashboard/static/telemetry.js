@@ -47,7 +47,7 @@ function draw() {
     rows: view.layers,
     columns: view.rows.map((r) => r.epoch),
     values: view.layers.map((name) => view.rows.map((r) => value(r, name))),
-    unit: meta.unit,
+    unit: meta.axis,
     format: shown(meta),
     onRow: toggle,
     marked: view.colours,
