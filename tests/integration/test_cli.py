@@ -42,8 +42,8 @@ def test_train_from_a_config_file_and_overrides_then_evaluate_and_inspect(tmp_pa
     final = json.loads(history.read_text())[-1]
     text = " ".join(result.output.split())  # rich wraps long lines
     best, best_epoch = final["best_test_acc"], int(final["best_test_epoch"])
-    assert re.search(rf"best test accuracy {100 * best:.2f}% \(epoch {best_epoch}\b", text)
-    assert f"last epoch's {100 * final['test_acc']:.2f}%" in text
+    assert re.search(rf"best test accuracy {100 * best:.1f}% \(epoch {best_epoch}\b", text)
+    assert f"last epoch's {100 * final['test_acc']:.1f}%" in text
     assert "epoch 2/2" in text
     best_ckpt = ckpt.with_name(f"{ckpt.stem}.best{ckpt.suffix}")
     best_manifest = json.loads(runner.invoke(app, ["inspect", str(best_ckpt)]).output)
@@ -124,13 +124,15 @@ def test_an_invalid_config_file_is_an_error_naming_the_file_or_field(tmp_path):
     listed.write_text("[1, 2]")
     for path, message in [
         (unknown, "unknown field 'optimizer.learning_rate'; optimizer has: name, lr,"),
-        (broken, f"--config {broken}: not valid JSON"),
-        (listed, f"--config {listed}: expected a mapping of fields, got list"),
+        (broken, f"spec file {broken}: not valid JSON at line 1, column 2: Expecting property"),
+        (listed, f"spec file {listed}: expected a mapping of fields, got list"),
         (tmp_path / "absent.json", "cannot read it (No such file or directory)"),
     ]:
-        result = runner.invoke(app, ["train", "--print-config", "--config", str(path)])
+        result = runner.invoke(app, ["train", "--print-config", "--spec", str(path)])
         assert result.exit_code == 2, result.output
-        assert message in result.output
+        assert message in result.stderr
+        assert result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
 
 
 HELP_ENV = {**os.environ, "COLUMNS": "100", "TERMINAL_WIDTH": "100", "NO_COLOR": "1"}
