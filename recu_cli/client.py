@@ -21,13 +21,13 @@ from recu_cli.connection import (
     TokenOption,
     auth_headers,
     call,
-    call_or_none,
     check,
     connected,
 )
 from recu_cli.errors import ExitCode, fail, stderr, usage_error, warn
 from recu_cli.follow import FollowError, follow
 from recu_cli.job_text import accuracy_text, best_and_last, code_line, job_summary
+from recu_cli.manifest import recorded_manifest
 from recu_cli.output import console, percent, print_json, print_line
 from recu_cli.overrides import SpecError
 from recu_cli.specs import SetOption, build_spec, validate
@@ -302,7 +302,7 @@ def status(
     if as_json:
         print_json(job)
     else:
-        manifest = call_or_none(service, f"/jobs/{job_id}/manifest")
+        manifest = recorded_manifest(service, job_id)
         for line in job_summary(job):
             print_line(line)
         if manifest is not None:

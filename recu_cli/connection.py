@@ -4,7 +4,7 @@ and the exit code of its kind (recu_cli.errors.ExitCode)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -130,8 +130,9 @@ def call(service: Service, method: str, path: str, **kwargs: Any) -> Any:
         return check(client.request(method, path, **kwargs))
 
 
-def call_or_none(service: Service, path: str) -> Any:
-    """GET ``path``'s JSON body, or None when it answers 404 (nothing there yet)."""
+def call_or_none(service: Service, path: str, *, absent: Collection[int] = (404,)) -> Any:
+    """GET ``path``'s JSON body, or None when it answers a status of ``absent`` (nothing
+    there yet)."""
     with connected(service) as client:
         response = client.get(path)
-        return None if response.status_code == 404 else check(response)
+        return None if response.status_code in absent else check(response)

@@ -23,7 +23,7 @@ def manifest(
     (the job has not started)."""
     service = Service.of(api, token)
     job = call(service, "GET", f"/jobs/{job_id}")  # 404 here: no such job
-    recorded = call_or_none(service, f"/jobs/{job_id}/manifest")
+    recorded = recorded_manifest(service, job_id)
     if recorded is None:
         raise fail(
             ExitCode.NOT_FOUND,
@@ -36,6 +36,15 @@ def manifest(
         return
     for line in manifest_lines(recorded):
         print_line(line)
+
+
+def recorded_manifest(service: Service, job_id: int) -> dict[str, Any] | None:
+    """The job's manifest, or None while none is recorded (the service answers 409, or
+    404, before the job's training starts)."""
+    found: dict[str, Any] | None = call_or_none(
+        service, f"/jobs/{job_id}/manifest", absent=(404, 409)
+    )
+    return found
 
 
 def manifest_lines(recorded: dict[str, Any]) -> list[str]:
@@ -51,11 +60,16 @@ def manifest_lines(recorded: dict[str, Any]) -> list[str]:
         f"python {recorded.get('python')}; devices {device_text(device)}, CUDA "
         f"{device.get('cuda') or '-'}, cuDNN {device.get('cudnn') or '-'}; "
         f"world size {recorded.get('world_size')}; seed {recorded.get('seed')}",
-        f"dataset {dataset.get('name')}: {dataset.get('files')} files, "
-        f"{dataset.get('bytes')} bytes, {dataset.get('train_examples')} train / "
-        f"{dataset.get('test_examples')} test examples, listing sha256 "
-        f"{str(dataset.get('listing_sha256') or '-')[:16]}",
+        f"dataset {dataset.get('name')}: {dataset.get('train_examples')} train / "
+        f"{dataset.get('val_examples', 0)} validation / {dataset.get('test_examples')} test "
+        f"examples; {dataset.get('files') or 0} source files ({dataset.get('bytes') or 0} "
+        f"bytes), listing sha256 {_short(dataset.get('listing_sha256'))}, content sha256 "
+        f"{_short(dataset.get('content_sha256'))}",
         "packages: " + ", ".join(f"{name} {version}" for name, version in sorted(packages.items())),
         f"recipe: {recipe.get('model', '?')} on {(recipe.get('dataset') or {}).get('name', '?')}, "
         f"{recipe.get('epochs', '?')} epochs (--json shows every field)",
     ]
+
+
+def _short(digest: str | None) -> str:
+    return digest[:16] if digest else "-"

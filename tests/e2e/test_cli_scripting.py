@@ -144,7 +144,7 @@ def test_ranks_and_the_deprecated_workers_alias_set_the_jobs_ddp_ranks(service):
 
 
 def test_sweep_status_names_each_trials_job_the_other_commands_take(service):
-    running, db, _ = service
+    _, db, _ = service
     swept = _json(
         ["sweep", "--epochs", "2", "--space", "tau.tau_s=grid:0.85,0.9", "--samples", "1", "--json"]
     )
