@@ -16,6 +16,7 @@ from typing import Self
 from pydantic import ConfigDict, Field, model_validator
 
 from recu_core.config import StrictModel, TrainConfig
+from recu_core.recipes import RECIPES
 
 
 class Resources(StrictModel):
@@ -86,11 +87,19 @@ class ExportSpec(StrictModel):
     checkpoint_id: int = Field(ge=1, description="The stored checkpoint to export.")
 
 
+#: Recipes that stream an image folder: with one of them, the streaming loader's required
+#: ``dataset.image_size`` comes from the recipe, and an explicit null removes it.
+_STREAMING_RECIPES = sorted(
+    name for name, recipe in RECIPES.items() if recipe.spec["dataset"].get("loader") == "streaming"
+)
+
+
 class JobSpec(TrainConfig):
     """One training job: the run (TrainConfig) and how the queue runs it."""
 
     # The schema states _device_follows_resources: 'cuda...' needs use_gpu, 'cpu' refuses
-    # it, and 'mps' is no device a queued job can reserve.
+    # it, and 'mps' is no device a queued job can reserve; and that a streaming recipe's
+    # image_size may be overridden but not nulled (DatasetConfig states the rest).
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
@@ -113,6 +122,25 @@ class JobSpec(TrainConfig):
                     },
                 },
                 {"not": {"properties": {"device": {"const": "mps"}}, "required": ["device"]}},
+                {
+                    "if": {
+                        "required": ["recipe"],
+                        "properties": {
+                            "recipe": {"enum": _STREAMING_RECIPES},
+                            "dataset": {
+                                "properties": {
+                                    "name": {"const": "imagefolder"},
+                                    "loader": {"const": "streaming"},
+                                }
+                            },
+                        },
+                    },
+                    "then": {
+                        "properties": {
+                            "dataset": {"properties": {"image_size": {"type": "integer"}}}
+                        }
+                    },
+                },
             ]
         }
     )

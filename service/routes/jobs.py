@@ -311,16 +311,20 @@ def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
 @router.get(
     "/{job_id}/manifest",
     response_model=JobManifest,
-    responses={404: error_description("No such job, or its training has not started yet.")},
+    responses={
+        **NOT_FOUND,
+        409: error_description("The job's training has not started yet: nothing to show."),
+    },
 )
 def get_manifest(job: JobDep, session: SessionDep) -> JobManifest:
     """The reproducibility manifest of the job's latest attempt: code version (package and
     git commit), package versions, device, data identity, seed and resolved recipe.
-    Recorded when an attempt's training starts; 404 before."""
+    Recorded when an attempt's training starts; 409 before (the job exists, its manifest
+    does not yet)."""
     row = reads.run_manifest(session, job.id)
     if row is None:
         raise HTTPException(
-            status_code=404,
+            status_code=status.HTTP_409_CONFLICT,
             detail=f"job {job.id} has no manifest yet: it is recorded when its training "
             f"starts (state {job.state})",
         )

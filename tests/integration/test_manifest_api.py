@@ -1,4 +1,4 @@
-"""GET /jobs/{id}/manifest on the real database (SQLite and PostgreSQL): 404 until the
+"""GET /jobs/{id}/manifest on the real database (SQLite and PostgreSQL): 409 until the
 worker's training starts, then the manifest rank 0 recorded (through the worker's own
 per-rank function, no Ray around it); the write is fenced by the lease."""
 
@@ -42,7 +42,7 @@ def test_the_manifest_is_recorded_when_training_starts_and_served_to_the_owner(
 
     job_id = client.post("/jobs", json=JOB).json()["id"]
     missing = client.get(f"/jobs/{job_id}/manifest")
-    assert missing.status_code == 404
+    assert missing.status_code == 409  # the job exists; its manifest does not yet
     assert "has no manifest yet" in missing.json()["detail"]
     assert "queued" in missing.json()["detail"]
 

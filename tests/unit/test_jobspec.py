@@ -107,6 +107,26 @@ def test_imagefolder_needs_its_root_and_streaming_its_image_size():
         )
 
 
+def test_a_streaming_recipes_image_size_may_be_overridden_but_not_nulled_in_schema_too():
+    """The schema says what the model says, so a schema-valid body is accepted (found by
+    schemathesis: the recipe set loader 'streaming' and the body nulled image_size)."""
+    import jsonschema
+
+    schema = JobSpec.model_json_schema()
+    nulled = {"recipe": "imagenet_resnet34", "dataset": {"image_size": None}}
+    with pytest.raises(ValidationError, match="image_size is required"):
+        JobSpec.model_validate(nulled)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(nulled, schema)
+    for valid in (
+        {"recipe": "imagenet_resnet34", "dataset": {"image_size": 160}},
+        {"recipe": "imagenet_resnet34", "dataset": {"image_size": None, "loader": "memory"}},
+        {"recipe": "imagenet_resnet34", "dataset": {"name": "digits", "image_size": None}},
+    ):
+        jsonschema.validate(valid, schema)
+        JobSpec.model_validate(valid)
+
+
 def test_a_job_may_ask_for_its_exports_and_a_sweep_may_not():
     assert JobSpec.model_validate({"checkpoint": {"export": True}}).checkpoint.export
     assert not JobSpec().checkpoint.export
