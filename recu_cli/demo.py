@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from recu_cli.local_service import LocalService, local_service
+from recu_cli.output import percent
 
 console = Console()
 JOB = {
@@ -53,7 +54,9 @@ def _run(service: LocalService) -> int:
             if job["current_epoch"] != last_epoch and job["latest_metrics"]:
                 last_epoch = job["current_epoch"]
                 acc = job["latest_metrics"]["test_acc"]
-                console.print(f"  epoch {last_epoch:>2}/30  test acc {acc:.2%}  ({job['state']})")
+                console.print(
+                    f"  epoch {last_epoch:>2}/30  test acc {percent(acc)}  ({job['state']})"
+                )
         if job["state"] != "succeeded":
             console.print(f"[red]job ended {job['state']}: {job['error']}[/red]")
             return 1
