@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from recu_core.config import StrictModel, TrainConfig
 from recu_core.recipes import RECIPES
@@ -89,7 +89,7 @@ class ExportSpec(StrictModel):
 
 #: Recipes that stream an image folder: with one of them, the streaming loader's required
 #: ``dataset.image_size`` comes from the recipe, and an explicit null removes it.
-_STREAMING_RECIPES = sorted(
+_STREAMING_RECIPES: list[JsonValue] = sorted(
     name for name, recipe in RECIPES.items() if recipe.spec["dataset"].get("loader") == "streaming"
 )
 
