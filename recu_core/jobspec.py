@@ -89,9 +89,11 @@ class ExportSpec(StrictModel):
 
 #: Recipes that stream an image folder: with one of them, the streaming loader's required
 #: ``dataset.image_size`` comes from the recipe, and an explicit null removes it.
-_STREAMING_RECIPES: list[JsonValue] = sorted(
-    name for name, recipe in RECIPES.items() if recipe.spec["dataset"].get("loader") == "streaming"
-)
+_STREAMING_RECIPES: list[JsonValue] = [
+    name
+    for name, recipe in sorted(RECIPES.items())
+    if recipe.spec["dataset"].get("loader") == "streaming"
+]
 
 
 class JobSpec(TrainConfig):
