@@ -109,7 +109,7 @@ def unreachable(service: Service, err: httpx.HTTPError) -> typer.Exit:
     """The exit for a service out of reach, what happened printed on stderr."""
     return fail(
         ExitCode.UNREACHABLE,
-        f"{err or type(err).__name__} (is `recu serve` running there? --api or {URL_ENV})",
+        f"{err or type(err).__name__} (is 'recu serve' running there? --api or {URL_ENV})",
         label=f"cannot reach the service at {service.url}",
     )
 
