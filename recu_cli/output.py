@@ -9,12 +9,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from recu_core.text import percent
+
 console = Console()
-
-
-def percent(fraction: float | None) -> str:
-    """An accuracy (a fraction in the API) as the CLI shows it: ``0.9134`` -> ``91.3%``."""
-    return "" if fraction is None else f"{100 * fraction:.1f}%"
 
 
 def metric_text(name: str, value: float | None) -> str:

@@ -116,3 +116,9 @@ Scalar = Annotated[
         }
     ),
 ]
+
+
+def percent(fraction: float | None) -> str:
+    """An accuracy (a fraction everywhere it is stored and served) as people are shown it,
+    in the CLI, the worker's log lines and the dashboard: ``0.9134`` -> ``91.3%``."""
+    return "" if fraction is None else f"{100 * fraction:.1f}%"

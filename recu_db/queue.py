@@ -941,6 +941,30 @@ def release(
         )
 
 
+def hand_back(
+    db: Db, lease: Lease, reason: str, *, policy: ClaimPolicy = DEFAULT_POLICY
+) -> JobState | None:
+    """Give a running job back because its worker is shutting down: requeued at no cost,
+    its ``max_attempts`` raised by one so the attempt it was on is not counted against it
+    (the attempt number itself only grows: the fence of the old lease stays shut); a job
+    being cancelled ends cancelled. Fenced: the new state, or None when not ours."""
+    with db.begin() as session:
+        job = session.scalars(select(Job).where(*fence(lease)).with_for_update()).first()
+        if job is None:
+            return None
+        if job.state != JobState.CANCELLING:
+            job.max_attempts += 1
+        return _give_back(
+            session,
+            job,
+            requeued=f"{reason}; handed back to the queue (no attempt counted)",
+            failed=reason,  # not reached: the raised bound leaves an attempt
+            cancelled=f"{reason}; handed back while cancelling",
+            policy=policy,
+            now=utcnow(),
+        )
+
+
 def _give_back(
     session: Session,
     job: Job,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 
 import ray
@@ -31,6 +32,8 @@ from workers import cluster_view
 from workers.capacity import Capacity
 from workers.export import export_kept, run_export
 from workers.failures import is_outage
+from workers.log_setup import configure_worker_logging
+from workers.shutdown import Shutdown
 from workers.stops import JobStoppedError
 from workers.sweep import run_sweep
 from workers.trainer import TrainingCodeError, run_job
@@ -121,12 +124,50 @@ def warm_path(settings: WorkerSettings, lease: Lease) -> bool:
     )
 
 
-def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
-    """Claim one job that fits and run it to its end; False when none could be claimed."""
+def describe(lease: Lease) -> str:
+    """A claimed job as the worker's log names it."""
+    what = lease.kind.value
+    if lease.kind in (JobKind.TRAIN, JobKind.TRIAL):
+        job = lease.job
+        what = f"{what} {job.model} on {job.dataset.name}, {job.epochs} epochs"
+    return f"{what}, attempt {lease.attempt}, {lease.cpus:g} CPU {lease.gpus:g} GPU reserved"
+
+
+def run_one(
+    settings: WorkerSettings,
+    db: queue.Db,
+    capacity: Capacity,
+    shutdown: Shutdown | None = None,
+) -> bool:
+    """Claim one job that fits and run it to its end; False when none could be claimed.
+    ``shutdown``: the worker's stop (a job it hands back ends as the queue's, not here)."""
     policy = claim_policy(settings)  # the same for the claim and the job's end
     lease = _claim(db, settings, capacity, policy)
     if lease is None:
         return False
+    log.info("job %d claimed: %s", lease.job_id, describe(lease))
+    shutdown = shutdown or Shutdown(db, policy, settings.lease_s)
+    if not shutdown.started(lease):  # claimed as the stop came: handed straight back
+        shutdown.ended(lease)
+        with capacity.releasing(lease.job_id):
+            return True
+    started = time.monotonic()
+    try:
+        _run_claimed(settings, db, capacity, lease, policy, shutdown)
+    finally:
+        shutdown.ended(lease)
+    log.info("job %d: worker done with it after %.1f s", lease.job_id, time.monotonic() - started)
+    return True
+
+
+def _run_claimed(
+    settings: WorkerSettings,
+    db: queue.Db,
+    capacity: Capacity,
+    lease: Lease,
+    policy: ClaimPolicy,
+    shutdown: Shutdown,
+) -> None:
     with capacity.releasing(lease.job_id):
         stop = threading.Event()
         beat = threading.Thread(
@@ -176,14 +217,24 @@ def run_one(settings: WorkerSettings, db: queue.Db, capacity: Capacity) -> bool:
                     outage = err
                 state, error = JobState.FAILED, f"{type(err).__name__}: {err}"
                 lines = "".join(traceback.format_exception(err)).splitlines()
-            if outage is not None:
+            if shutdown.handed_back(lease):
+                log.info("job %d stopped: handed back to the queue", lease.job_id)
+            elif outage is not None:
                 _give_back(db, lease, settings.lease_s, outage, policy)
             else:
                 _record_end(db, lease, settings.lease_s, state, reason, error, lines, policy)
+                if error is None:
+                    log.info("job %d %s", lease.job_id, state.value)
+                else:
+                    log.warning("job %d %s: %s", lease.job_id, state.value, _first_line(error))
         finally:
             stop.set()
             beat.join()
-    return True
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _record_end(
@@ -218,11 +269,12 @@ def _slot(
     db: queue.Db,
     capacity: Capacity,
     exit_when_idle: bool,
-    stopping: threading.Event,
+    shutdown: Shutdown,
 ) -> None:
+    stopping = shutdown.stopping
     while not stopping.is_set():
         try:
-            if run_one(settings, db, capacity):
+            if run_one(settings, db, capacity, shutdown):
                 continue
         except DBAPIError as err:  # out of reach: poll on until it is back
             if not is_transient(err):
@@ -244,7 +296,10 @@ def serve(
     """Connect to Ray (RAY_ADDRESS, or a local instance) and consume the queue with
     ``settings.concurrency`` jobs at most at once. With ``exit_when_idle`` it returns once
     nothing it could claim is queued and none of its jobs runs; ``stopping`` ends it after
-    the running jobs."""
+    the running jobs. Called from the main thread, it handles SIGTERM and SIGINT
+    (``workers.shutdown``): the running jobs are handed back to the queue, then it
+    returns."""
+    configure_worker_logging()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     # a sweep's results live in the database: no Tune CSV/JSON/TensorBoard files per trial
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -253,7 +308,16 @@ def serve(
     stopping = stopping or threading.Event()
     engine = make_engine(settings.database_url, **settings.pool())
     db = make_sessionmaker(engine)
+    shutdown = Shutdown(db, claim_policy(settings), settings.lease_s, stopping)
+    if threading.current_thread() is threading.main_thread():
+        shutdown.install()
     capacity = Capacity(warm_limit=settings.concurrency)
+    log.info(
+        "worker %s consuming the queue: %d slot(s), Ray at %s",
+        settings.name,
+        settings.concurrency,
+        settings.ray_address or "a local instance",
+    )
     publisher = threading.Thread(  # what the cluster has, for the API's pending reasons
         target=cluster_view.publish_until,
         args=(db, settings.name, capacity, settings.poll_s, stopping),
@@ -262,7 +326,7 @@ def serve(
     slots = [
         threading.Thread(
             target=_slot,
-            args=(settings, db, capacity, exit_when_idle, stopping),
+            args=(settings, db, capacity, exit_when_idle, shutdown),
             name=f"recu-slot-{i}",
         )
         for i in range(settings.concurrency)

@@ -17,6 +17,7 @@ from typing import TypeVar
 from recu_core.checkpoint import checkpoint_to_bytes
 from recu_core.jobspec import CheckpointPolicy
 from recu_core.manifest import RunManifest
+from recu_core.text import percent
 from recu_core.train import EpochReport
 from recu_db import queue, results
 from recu_db.queue import Lease
@@ -31,8 +32,8 @@ def epoch_line(report: EpochReport) -> str:
     m = report.metrics
     return (
         f"epoch {report.epoch}/{report.total_epochs} tau {m['tau']:.4f} lr {m['lr']:.4f} "
-        f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f} "
-        f"test acc {m['test_acc']:.4f} best {m['best_test_acc']:.4f} "
+        f"train loss {m['train_loss']:.4f} acc {percent(m['train_acc'])} "
+        f"test acc {percent(m['test_acc'])} best {percent(m['best_test_acc'])} "
         f"({m['images_per_s']:.0f} img/s)"
     )
 

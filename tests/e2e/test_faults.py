@@ -400,3 +400,53 @@ def test_database_restart_and_api_restart_mid_job_lose_nothing(
     assert "Exception in thread" not in worker_log.read_text(), _tail(worker_log, 60)
     assert len(set(_train_workers()) - before) == 1
     assert_ray_cpus_released()
+
+
+def test_sigterm_hands_the_running_job_back_at_no_cost_and_the_worker_exits_cleanly(
+    tmp_path, local_ray, sqlite_database
+):
+    """A worker told to stop (SIGTERM, as systemd, Kubernetes and docker stop do) hands its
+    running job back to the queue at once, costing no attempt, logs it, and exits 0 with no
+    traceback; another worker resumes the job from its newest checkpoint. The lease is 10
+    minutes long, so only the hand-back (not a lapse) can requeue the job in time."""
+    url, engine, db = sqlite_database.url, sqlite_database.engine, sqlite_database.db
+    epochs, every = 48, 2
+    job, _ = queue.submit(
+        db, _spec(epochs=epochs, checkpoint={"every_epochs": every, "keep": epochs})
+    )
+    logs = (tmp_path / "worker-a.log", tmp_path / "worker-b.log")
+    with _spawn(*_worker(tmp_path, url, "worker-a", lease_s=600)) as a:
+        wait_until(
+            lambda: bool(_checkpoints(engine, job.id)),
+            timeout=START_S,
+            progress=lambda: _progress(engine, job.id),
+            message="worker-a's first checkpoint",
+            details=_tails(logs),
+        )
+        a.send_signal(signal.SIGTERM)
+        assert a.wait(timeout=START_S) == 0, _tails(logs)()
+    row = _job(engine, job.id)
+    assert row.state == "queued", _tails(logs)()
+    assert (row.attempt, row.max_attempts, row.owner) == (1, 4, None)
+    reason = "worker worker-a stopping (SIGTERM); handed back to the queue (no attempt counted)"
+    assert _events(engine, job.id)[-1] == ("running", "queued", 1, reason)
+    log = logs[0].read_text(errors="replace")
+    assert f"job {job.id} claimed: train resnet20 on digits, {epochs} epochs, attempt 1" in log
+    assert "SIGTERM: handing back 1 running job(s), then exiting" in log
+    assert f"job {job.id}: handed back to the queue: queued" in log
+    assert "Traceback" not in log
+    assert "Fatal Python error" not in log
+    handed_back_at = _job(engine, job.id).current_epoch
+    stored = [epoch for epoch, _attempt in _checkpoints(engine, job.id)]
+
+    with _spawn(*_worker(tmp_path, url, "worker-b", lease_s=600)):
+        _reap_while(db, engine, job.id, lambda r: r.state in TERMINAL, "the job to end", logs)
+    row = _job(engine, job.id)
+    assert (row.state, row.attempt) == ("succeeded", 2), row.error
+    history = _history(engine, job.id)
+    second = [epoch for epoch, attempt in history if attempt == 2]
+    assert second[0] == max(stored) + 1  # resumed after the newest checkpoint
+    assert second[-1] == epochs
+    assert max(stored) <= handed_back_at
+    assert f"job {job.id} succeeded" in logs[1].read_text(errors="replace")
+    assert_ray_cpus_released()

@@ -88,6 +88,31 @@ def test_release_of_a_job_being_cancelled_ends_it_cancelled(db) -> None:
     assert _job(db, job.id).state == "cancelled"
 
 
+def test_a_hand_back_on_shutdown_requeues_at_no_cost_even_on_the_last_attempt(db) -> None:
+    """A worker stopping (SIGTERM) gives its job back: requeued with one more attempt
+    allowed, so the attempt it was on is not counted; the attempt number still grows, so
+    the old lease stays fenced off; a job being cancelled ends cancelled."""
+    job, _ = queue.submit(db, SPEC, max_attempts=1)
+    lease = queue.claim(db, "w", lease_s=30)
+    assert lease is not None
+    assert queue.hand_back(db, lease, "worker w stopping (SIGTERM)") == JobState.QUEUED
+    row = _job(db, job.id)
+    assert (row.state, row.attempt, row.max_attempts, row.owner) == ("queued", 1, 2, None)
+    assert queue.hand_back(db, lease, "again") is None  # fenced: no longer ours
+    second = queue.claim(db, "w", lease_s=30)
+    assert second is not None
+    assert second.attempt == 2
+    assert queue.heartbeat(db, lease, lease_s=30) is None  # the old lease stays fenced
+    assert _events(db, job.id)[-2] == (
+        "queued",
+        1,
+        "worker w stopping (SIGTERM); handed back to the queue (no attempt counted)",
+    )
+    assert queue.cancel(db, job.id) == JobState.CANCELLING
+    assert queue.hand_back(db, second, "worker w stopping (SIGTERM)") == JobState.CANCELLED
+    assert _job(db, job.id).max_attempts == 2  # a cancelled job is not given an attempt
+
+
 class _FixedCapacity(Capacity):
     """The cluster's side of a claim (Ray's free resources) fixed: no Ray here."""
 
