@@ -38,9 +38,9 @@ ZONE = "Europe/Paris"
 # through one stream read (RECU_API_STREAM_POLL_S, 0.5 s) or one poll (2 s); a minute
 # leaves room for a loaded machine.
 LIVE_MS = 60_000
-# The one console error a page may log: a job's manifest is a 404 until its worker records
+# The one console error a page may log: a job's manifest is a 409 until its worker records
 # it (the page shows that as "not recorded yet"), and Chromium logs every failed fetch.
-MANIFEST_404 = re.compile(r"/jobs/\d+/manifest$")
+MANIFEST_MISSING = re.compile(r"/jobs/\d+/manifest$")
 # Chromium as root in a container, with no network beyond loopback (see docs/dashboard.md)
 CHROMIUM_ARGS = [
     "--headless",
@@ -167,10 +167,10 @@ def _signed_in(browser, api: str, token: str, **options):
 
 
 def _error(message) -> bool:
-    """A console error, except a not-yet-recorded manifest's 404 (see MANIFEST_404)."""
+    """A console error, except a not-yet-recorded manifest's 409 (see MANIFEST_MISSING)."""
     if message.type != "error":
         return False
-    return not MANIFEST_404.search(message.location.get("url", ""))
+    return not MANIFEST_MISSING.search(message.location.get("url", ""))
 
 
 def _shot(page, name: str) -> None:
@@ -344,7 +344,7 @@ def test_job_page_heat_map_lines_axes_configuration_and_manifest(page, service):
         assert manifest.json()["recu_version"] in shown
         assert manifest.json()["hostname"] in shown
     else:
-        assert manifest.status_code == 404
+        assert manifest.status_code == 409
         assert "No manifest was recorded" in page.inner_text("#manifest-empty")
     _shot(page, "job-telemetry")
 

@@ -13,7 +13,7 @@ import { CURVES, points } from "/ui/static/units.js";
 // curve points asked of the server, which downsamples evenly (?points=N overrides)
 const MAX_POINTS = Number(new URLSearchParams(location.search).get("points")) || 500;
 const jobId = Number(location.pathname.split("/").pop());
-const state = { job: null, seenEpoch: -1, logOffset: 0, metrics: [], telemetryEpoch: 0, manifestAttempt: null };
+const state = { job: null, seenEpoch: -1, logOffset: 0, metrics: [], telemetryEpoch: 0, manifestShown: null, manifestTried: null };
 
 function item(term, ...value) {
   return [el("dt", {}, term), el("dd", {}, ...value)];
@@ -144,10 +144,13 @@ async function logs() {
   }
 }
 
+// The attempt's manifest, asked for until the worker has recorded it: again when the
+// job's attempt, epoch or state moves on, not on every poll.
 async function manifest(job) {
-  if (job.started_at && state.manifestAttempt === job.attempt) return;
-  if (job.started_at) state.manifestAttempt = job.attempt;
-  await manifestPanel(job);
+  const moment = `${job.attempt}/${job.current_epoch}/${job.state}`;
+  if (state.manifestShown === job.attempt || state.manifestTried === moment) return;
+  state.manifestTried = moment;
+  if (await manifestPanel(job)) state.manifestShown = job.attempt;
 }
 
 // Everything by REST: the first drawing, every tick of the polling fallback, and the
@@ -229,10 +232,7 @@ async function start() {
   document.getElementById("logs-empty").hidden = false;
   document.body.dataset.loaded = job.state;
   // events and log lines come with the stream, from the start
-  follow(`/jobs/${jobId}/stream`, streamed, () => {
-    document.querySelector("#events tbody").replaceChildren();
-    poll(refresh, 2000);
-  });
+  follow(`/jobs/${jobId}/stream`, streamed, () => poll(refresh, 2000));
   return undefined;
 }
 

@@ -62,7 +62,8 @@ function manifestGroups(m) {
   ];
 }
 
-// The manifest of the job's latest attempt; an empty state (no request) before it starts.
+// The manifest of the job's latest attempt (null until recorded); an empty state, with no
+// request, before the job starts.
 export async function manifestPanel(job) {
   const box = document.getElementById("manifest");
   const empty = (text) => box.replaceChildren(el("p", { class: "empty-state", id: "manifest-empty" }, text));
@@ -71,7 +72,7 @@ export async function manifestPanel(job) {
   try {
     m = await api(`/jobs/${job.id}/manifest`);
   } catch (err) {
-    if (!(err instanceof ApiError) || err.status !== 404) throw err;
+    if (!(err instanceof ApiError) || err.status !== 409) throw err; // 409: not recorded yet
     return empty(job.terminal ? "No manifest was recorded: the job ended before its worker recorded one." : "Not recorded yet: the worker records it as the attempt starts.");
   }
   const packages = Object.entries(m.packages ?? {}).sort(([a], [b]) => a.localeCompare(b));
