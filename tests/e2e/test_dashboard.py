@@ -322,6 +322,8 @@ def test_job_page_heat_map_lines_axes_configuration_and_manifest(page, service):
     ):
         assert label in axes, label
     assert axes.count("epoch") == 6  # 4 curves, the heat map, the chosen lines
+    page.hover("#chart-acc svg")  # the read-out: accuracies in the one format, 17.2%
+    assert re.search(r"test_acc \d+\.\d%", page.inner_text("#chart-acc .readout"))
     acc = page.get_attribute("polyline[data-series='test_acc']", "points") or ""
     assert max(float(p.split(",")[1]) for p in acc.split()) > 0  # drawn on the % scale
     # the configuration: the spec's fields, grouped and readable

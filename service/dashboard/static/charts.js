@@ -99,8 +99,9 @@ function legend(series) {
 }
 
 // One polyline per series (points [[x, y], ...], non-finite y skipped; an optional
-// `colour`), a legend, and a hover read-out of every series at the nearest x.
-export function lineChart(host, { series, xLabel = "epoch", yLabel = "", xStep = 1 }) {
+// `colour`), a legend, and a hover read-out of every series at the nearest x (each value
+// as `format` writes it).
+export function lineChart(host, { series, xLabel = "epoch", yLabel = "", xStep = 1, format = label }) {
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const ys = series.flatMap((s) => s.points.map((p) => p[1]));
   const { root, sx, sy } = frame(extent(xs), extent(ys, 0.05), xLabel, yLabel, xStep);
@@ -138,7 +139,7 @@ export function lineChart(host, { series, xLabel = "epoch", yLabel = "", xStep =
     const values = series
       .map((s) => [s.name, s.points.find((p) => p[0] === x)])
       .filter(([, p]) => p)
-      .map(([name, p]) => `${name} ${label(p[1])}`);
+      .map(([name, p]) => `${name} ${format(p[1])}`);
     readout.textContent = `${xLabel} ${label(x)}: ${values.join(", ")}`;
     readout.hidden = false;
   });

@@ -49,6 +49,7 @@ function overlay(id, runs, key, unit) {
   lineChart(document.getElementById(id), {
     series: runs.map(({ job, metrics, colour }) => ({ name: metrics.length ? `#${job.id}` : `#${job.id} (no epochs)`, colour, points: points(metrics, key, unit.scale) })),
     yLabel: unit.axis,
+    format: unit.format,
   });
 }
 

@@ -70,7 +70,7 @@ function curves() {
   showEmpty("curves-empty", noEpochs(state.job), "curves");
   if (!rows.length) return;
   const acc = ["train_acc", "test_acc", ...(rows.some((r) => "val_acc" in r.metrics) ? ["val_acc"] : [])];
-  const draw = (id, keys, unit) => lineChart(document.getElementById(id), { series: keys.map((k) => ({ name: k, points: points(rows, k, unit.scale) })), yLabel: unit.axis });
+  const draw = (id, keys, unit) => lineChart(document.getElementById(id), { series: keys.map((k) => ({ name: k, points: points(rows, k, unit.scale) })), yLabel: unit.axis, format: unit.format });
   draw("chart-loss", ["train_loss", "test_loss"], CURVES.loss);
   draw("chart-acc", acc, CURVES.acc);
   draw("chart-tau", ["tau"], CURVES.tau);

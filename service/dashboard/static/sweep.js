@@ -6,6 +6,7 @@
 import { ApiError, api, badge, clearError, el, fmt, header, metricText, notFound, pendingNote, poll, showError, when } from "/ui/static/api.js";
 import { lineChart, scatter } from "/ui/static/charts.js";
 import { follow, liveBadge } from "/ui/static/live.js";
+import { CURVES } from "/ui/static/units.js";
 
 const MAX_POINTS = 200;
 const sweepId = Number(location.pathname.split("/").pop());
@@ -72,7 +73,7 @@ function summary(sweep) {
 
 // The sweep's metric as shown: accuracies as %, with the axis label saying so.
 function metricUnit(metric) {
-  return /_acc$/.test(metric) ? { scale: 100, axis: `${metric} (%)` } : { scale: 1, axis: metric };
+  return /_acc$/.test(metric) ? { ...CURVES.acc, axis: `${metric} (%)` } : { scale: 1, axis: metric };
 }
 
 // Why no trial has a curve yet, in words (null when one has).
@@ -116,6 +117,7 @@ function charts(sweep) {
       points: t.metrics.filter((m) => metric in m).map((m) => [m.epoch, unit.scale * m[metric]]),
     })),
     yLabel: unit.axis,
+    format: unit.format,
   });
 }
 

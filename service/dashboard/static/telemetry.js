@@ -59,6 +59,7 @@ function draw() {
       points: view.rows.map((r) => [r.epoch, value(r, name)]).filter((p) => p[1] !== null),
     })),
     yLabel: meta.axis,
+    format: shown(meta),
   });
 }
 

@@ -3,7 +3,7 @@
 
 export const CURVES = {
   loss: { axis: "cross-entropy loss (nats)", scale: 1 },
-  acc: { axis: "accuracy (%)", scale: 100 },
+  acc: { axis: "accuracy (%)", scale: 100, format: (v) => `${v.toFixed(1)}%` }, // as api.js pct
   tau: { axis: "τ (ReCU clamp quantile, no unit)", scale: 1 },
   lr: { axis: "learning rate (per step)", scale: 1 },
 };
