@@ -23,9 +23,9 @@ def accuracy_text(job: dict[str, Any]) -> str:
 
 
 def best_and_last(checkpoints: list[Checkpoint]) -> tuple[Checkpoint | None, Checkpoint | None]:
-    """The checkpoint the API marks best (None when none is), and the newest one."""
+    """The checkpoints the API marks best and last (None where none is)."""
     best = next((c for c in checkpoints if c["best"]), None)
-    last = max(checkpoints, key=lambda c: (c["epoch"], c["id"]), default=None)
+    last = next((c for c in checkpoints if c["last"]), None)
     return best, last
 
 

@@ -98,6 +98,9 @@ class CheckpointPublic(BaseModel):
     metrics: dict[str, Any]
     created_at: datetime
     best: bool = Field(False, description="The checkpoint of the job's best_epoch.")
+    last: bool = Field(
+        False, description="The job's newest stored checkpoint (highest epoch, then id)."
+    )
 
 
 class ExportPublic(BaseModel):

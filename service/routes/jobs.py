@@ -298,13 +298,19 @@ def get_events(job: JobDep, session: SessionDep) -> list[EventPublic]:
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointPublic], responses=NOT_FOUND)
 def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
-    """The stored checkpoints, oldest first; ``best`` marks the one of the job's best_epoch."""
+    """The stored checkpoints, oldest first; ``best`` marks the one of the job's
+    best_epoch, ``last`` the newest (highest epoch, then id)."""
     best_epoch = reads.latest_metrics(session, [job.id]).get(job.id, {}).get("best_epoch")
+    stored = reads.job_checkpoints(session, job.id)
+    newest = max(stored, key=lambda c: (c.epoch, c.id), default=None)
     return [
         CheckpointPublic.model_validate(c, from_attributes=True).model_copy(
-            update={"best": best_epoch is not None and c.epoch == int(best_epoch)}
+            update={
+                "best": best_epoch is not None and c.epoch == int(best_epoch),
+                "last": c is newest,
+            }
         )
-        for c in reads.job_checkpoints(session, job.id)
+        for c in stored
     ]
 
 
