@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from recu_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from recu_core.config import TrainConfig
 from recu_core.data import Dataset, Loader, has_split, load_dataset, make_loader
+from recu_core.distill import Distillation
 from recu_core.layers import set_tau, use_compiled_kernels
 from recu_core.manifest import RunManifest
 from recu_core.models import create_model
@@ -233,12 +234,17 @@ def train(
     settings: DataSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_start: Callable[[RunManifest], None] | None = None,
+    init_weights: Checkpoint | str | Path | None = None,
+    distill: Distillation | None = None,
 ) -> TrainResult:
     """Train ``config`` from scratch or from ``resume_from``; return the model and history.
     ``should_stop`` is asked before every step (a host-side call: no device
     synchronisation); when it answers True, TrainingStoppedError is raised. ``on_start``
     gets the run's reproducibility manifest once the data is loaded, before the first
-    step; every checkpoint carries it too."""
+    step; every checkpoint carries it too. ``init_weights``: a checkpoint whose model
+    weights start a new run (its optimizer and schedule are not taken: a chained stage);
+    ignored when resuming. ``distill``: a teacher whose soft targets are the loss
+    (``recu_core.distill``)."""
     device = resolve_device(config.device)
     loaded_here = dataset is None  # a dataset handed in has no source files of config's
     if dataset is None:
@@ -263,6 +269,10 @@ def train(
         ckpt = resume_from if isinstance(resume_from, Checkpoint) else load_checkpoint(resume_from)
         start_epoch = _restore(ckpt, config, model, optimizer)
         best = BestSoFar.from_metrics(ckpt.manifest.get("metrics", {}))
+    elif init_weights is not None:
+        start_from_weights(model, init_weights)
+    if distill is not None:
+        distill.prepare(device)
     telemetry = WeightTelemetry(model)
     train_loader, val_loader, test_loader = _make_loaders(config, dataset, device)
     steps_per_epoch = len(train_loader)
@@ -306,6 +316,8 @@ def train(
             with _autocast(config, device):
                 logits = step_model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+                if distill is not None:
+                    loss = distill.loss(x, logits, loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -403,6 +415,36 @@ def _restore(
     if not 0 <= epoch <= config.epochs:
         raise ValueError(f"checkpoint epoch {epoch} is outside [0, {config.epochs}]")
     return epoch
+
+
+def start_from_weights(model: nn.Module, source: Checkpoint | str | Path) -> None:
+    """Load the model weights of ``source`` (weights only: no optimizer, no epoch) into
+    ``model``; every tensor must match by name and shape (a ValueError names those that
+    do not: another model or other layer options)."""
+    ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(ckpt.model_state))
+    unexpected = sorted(set(ckpt.model_state) - set(own))
+    misshapen = sorted(
+        name
+        for name, tensor in ckpt.model_state.items()
+        if name in own and tuple(tensor.shape) != tuple(own[name].shape)
+    )
+    if missing or unexpected or misshapen:
+        saved = ckpt.manifest.get("config", {}).get("model", "?")
+        raise ValueError(
+            f"cannot start from these weights (a {saved} checkpoint): "
+            + "; ".join(
+                f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+                for what, names in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("other shape", misshapen),
+                )
+                if names
+            )
+        )
+    model.load_state_dict(ckpt.model_state)
 
 
 def load_trained_model(
