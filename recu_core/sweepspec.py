@@ -3,16 +3,19 @@
 A dimension is one of: ``{"kind": "grid", "values": [...]}`` (every value, crossed with
 the other grids), ``{"kind": "choice", "values": [...]}`` (one at random per trial),
 ``{"kind": "uniform", "low": a, "high": b}`` and ``{"kind": "loguniform", ...}`` (log-scale,
-a > 0). Trials = product of the grids x ``num_samples``, as in Ray Tune's variant generator.
-The API validates a POST /sweeps body into a ``SweepSpec``, the queue stores it, the sweep
-worker reads it typed. Importing this module does not import torch.
+a > 0). Trials = product of the grids x ``num_samples``, as in Ray Tune's variant generator,
+x the number of ``seeds`` when given: a seed group runs every point of the space once per
+seed (``base.seed`` set to each), so a point is judged by its mean over seeds (seed spread
+on CIFAR is about 0.4 points: one run does not separate two methods). The API validates
+a POST /sweeps body into a ``SweepSpec``, the queue stores it, the sweep worker reads it
+typed. Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from recu_core.config import StrictModel
 from recu_core.jobspec import JobSpec
@@ -37,6 +40,12 @@ SEARCHABLE = (
 # figure papers report; docs/models.md).
 SweepMetric = Literal["test_acc", "best_test_acc", "test_loss", "train_acc", "train_loss"]
 METRICS = get_args(SweepMetric)
+#: How a sweep names its best: its best trial, or the best trial of the point whose mean
+#: over its seeds is best.
+RankBy = Literal["trial", "group_mean"]
+#: At most this many seeds per point (a group's mean +- std needs a handful, not hundreds).
+MAX_SEEDS = 20
+TrainingSeed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class Grid(StrictModel):
@@ -131,7 +140,6 @@ def _space_json_schema(schema: dict[str, Any]) -> None:
     schema.clear()
     schema.update(
         type="object",
-        minProperties=1,
         additionalProperties=False,
         properties={path: _dimension_schema(path) for path in SEARCHABLE},
         description=description,
@@ -149,8 +157,8 @@ class Scheduler(StrictModel):
 class SweepSpec(StrictModel):
     """A sweep: the job every trial starts from, what to search, and how."""
 
-    # The schema states both rules: search 'grid' enumerates values, so only grid and
-    # choice; and _trials_do_not_export.
+    # The schema states the rules between fields: search 'grid' enumerates values, so only
+    # grid and choice; _trials_do_not_export; and _seeds_fit_the_space, _group_mean_needs_seeds.
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
@@ -175,6 +183,24 @@ class SweepSpec(StrictModel):
                         }
                     }
                 },
+                {
+                    "if": {"properties": {"seeds": {"type": "array"}}, "required": ["seeds"]},
+                    "then": {"properties": {"space": {"not": {"required": ["seed"]}}}},
+                    "else": {"properties": {"space": {"minProperties": 1}}, "required": ["space"]},
+                },
+                {
+                    "if": {
+                        "properties": {"rank_by": {"const": "group_mean"}},
+                        "required": ["rank_by"],
+                    },
+                    "then": {
+                        "properties": {
+                            "seeds": {"type": "array"},
+                            "scheduler": {"properties": {"kind": {"const": "none"}}},
+                        },
+                        "required": ["seeds"],
+                    },
+                },
             ]
         }
     )
@@ -183,19 +209,101 @@ class SweepSpec(StrictModel):
         description="The job spec of every trial (as for POST /jobs, without its queue fields)."
     )
     space: dict[SafeStr, Dimension] = Field(
-        min_length=1,
-        description=f"Searched fields: {', '.join(SEARCHABLE)}.",
+        default_factory=dict,
+        description=f"Searched fields: {', '.join(SEARCHABLE)}. Empty only with seeds (the "
+        "base job once per seed).",
         json_schema_extra=_space_json_schema,
     )
     num_samples: int = Field(1, ge=1, le=1000, description="Samples per grid point.")
     search: Literal["random", "grid"] = Field(
         "random", description="random: sample choice/uniform dimensions; grid: grids only."
     )
-    scheduler: Scheduler = Scheduler()
+    scheduler: Scheduler = Field(
+        default_factory=Scheduler,
+        description="ASHA by default; with seeds, none by default (ASHA would stop a "
+        "point's weaker seeds early and bias its mean).",
+    )
     metric: SweepMetric = "test_acc"
     mode: Literal["max", "min"] = "max"
     max_concurrent_trials: int = Field(1, ge=1, le=256)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random search.")
+    seeds: list[TrainingSeed] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SEEDS,
+        json_schema_extra={"uniqueItems": True},
+        validate_default=True,
+        description="Training seeds: every point of the space runs once per seed "
+        "(base.seed set to each), and GET /sweeps/{id} reports each point's mean and "
+        "standard deviation over them (its groups). Not with 'seed' in space.",
+    )
+    rank_by: RankBy = Field(
+        "trial",
+        description="trial: the best trial is the one whose latest metric is best; "
+        "group_mean: the point whose mean metric over its seeds is best (its best trial is "
+        "then named). group_mean needs seeds and scheduler 'none'.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_asha_by_default_over_seeds(cls, data: Any) -> Any:
+        """With seeds and no scheduler given, run every seed to its end (scheduler
+        'none'): a group's mean over seeds ASHA stopped early would mix epochs."""
+        if isinstance(data, dict) and data.get("seeds") and "scheduler" not in data:
+            return {**data, "scheduler": {"kind": "none"}}
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_fit_the_space(cls, seeds: list[int] | None, info: ValidationInfo) -> Any:
+        """Unique seeds, not beside a searched 'seed'; an empty space needs seeds."""
+        space = info.data.get("space")
+        if seeds is None:
+            if space == {}:
+                raise ValueError(
+                    "the space is empty and no seeds are given: search at least one field "
+                    "(space), or give seeds to run the base job once per seed"
+                )
+            return seeds
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds must be unique; repeated: {repeated}")
+        if space and "seed" in space:
+            raise ValueError(
+                "seeds run every point once per seed, so 'seed' cannot also be searched: "
+                "remove 'seed' from space, or drop seeds"
+            )
+        return seeds
+
+    @field_validator("rank_by")
+    @classmethod
+    def _group_mean_needs_seeds(cls, rank_by: str, info: ValidationInfo) -> str:
+        """A group mean needs groups (seeds), and every seed run to its end."""
+        if rank_by != "group_mean":
+            return rank_by
+        if not info.data.get("seeds"):
+            raise ValueError(
+                "rank_by 'group_mean' ranks a point by its mean over seeds: give seeds "
+                "(e.g. [0, 1, 2]), or rank_by 'trial'"
+            )
+        scheduler = info.data.get("scheduler")
+        if scheduler is not None and scheduler.kind != "none":
+            raise ValueError(
+                f"rank_by 'group_mean' compares every seed's final figure, but scheduler "
+                f"{scheduler.kind!r} stops a point's weaker seeds early: set scheduler.kind "
+                "to 'none' (the default with seeds), or rank_by 'trial'"
+            )
+        return rank_by
+
+    @property
+    def group_size(self) -> int:
+        """Trials per point of the space: one per seed (1 without seeds)."""
+        return len(self.seeds) if self.seeds else 1
+
+    @property
+    def searched(self) -> list[str]:
+        """The dotted paths a trial's params name: the space's, and 'seed' with seeds."""
+        return [*self.space, *(["seed"] if self.seeds else [])]
 
     @model_validator(mode="after")
     def _trials_do_not_export(self) -> Self:

@@ -2,9 +2,11 @@
 
 Trials are planned when the sweep is submitted, with the standard library's seeded
 ``random``: grid dimensions are crossed, choice and range dimensions sampled once per
-trial, ``num_samples`` times over (the semantics of Ray Tune's variant generator). Every
-trial is then a ``JobSpec``, validated like a POST /jobs body; a re-claimed sweep runs
-exactly the trials it planned.
+trial, ``num_samples`` times over (the semantics of Ray Tune's variant generator), and
+with ``seeds`` every point so drawn runs once per seed, one after the other: trial ``i``
+belongs to the point (seed group) ``i // len(seeds)``. Every trial is then a
+``JobSpec``, validated like a POST /jobs body; a re-claimed sweep runs exactly the trials
+it planned.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ Error = dict[str, Any]
 
 @dataclass(frozen=True)
 class PlannedTrial:
-    """One trial: the searched values by dotted path, and its whole job spec."""
+    """One trial: the searched values by dotted path (``seed`` too in a seed group), and
+    its whole job spec."""
 
     params: dict[str, Any]
     spec: JobSpec
@@ -131,12 +134,13 @@ def plan(body: SweepSpec, max_trials: int) -> tuple[list[PlannedTrial], list[Err
     enumerated = (Grid, Choice) if body.search == "grid" else (Grid,)
     grid = {p: d.values for p, d in body.space.items() if isinstance(d, enumerated)}
     sampled = {p: d for p, d in body.space.items() if p not in grid}
-    count = math.prod(len(v) for v in grid.values()) * body.num_samples
+    count = math.prod(len(v) for v in grid.values()) * body.num_samples * body.group_size
     if count > max_trials:
+        per_point = f" ({body.group_size} seeds per point)" if body.seeds else ""
         errors.append(
             _error(
                 ("num_samples",),
-                f"the sweep would run {count} trials; at most {max_trials} are allowed",
+                f"the sweep would run {count} trials; at most {max_trials} are allowed" + per_point,
                 body.num_samples,
             )
         )
@@ -146,15 +150,18 @@ def plan(body: SweepSpec, max_trials: int) -> tuple[list[PlannedTrial], list[Err
     trials: list[PlannedTrial] = []
     for _ in range(body.num_samples):
         for point in itertools.product(*grid.values()):
-            params = dict(zip(grid, point, strict=True))
-            params |= {path: _sample(dim, rng) for path, dim in sampled.items()}
-            spec = base
-            for path, value in params.items():
-                spec = with_value(spec, path, value)
-            try:
-                trial = JobSpec.model_validate(spec)
-            except ValidationError as err:
-                msg = f"trial {len(trials)} {params}: {err.errors()[0]['msg']}"
-                return [], [_error(("space",), msg, params)]
-            trials.append(PlannedTrial({p: value_at(trial, p) for p in params}, trial))
+            drawn = dict(zip(grid, point, strict=True))
+            drawn |= {path: _sample(dim, rng) for path, dim in sampled.items()}
+            seeds: list[int | None] = [*body.seeds] if body.seeds else [None]
+            for seed in seeds:
+                params = drawn if seed is None else {**drawn, "seed": seed}
+                spec = base
+                for path, value in params.items():
+                    spec = with_value(spec, path, value)
+                try:
+                    trial = JobSpec.model_validate(spec)
+                except ValidationError as err:
+                    msg = f"trial {len(trials)} {params}: {err.errors()[0]['msg']}"
+                    return [], [_error(("space",), msg, params)]
+                trials.append(PlannedTrial({p: value_at(trial, p) for p in params}, trial))
     return trials, []

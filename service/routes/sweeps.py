@@ -3,7 +3,8 @@
 A sweep is a queue item (kind "sweep") whose trials are child jobs planned at submit; each
 trial's metrics, telemetry, logs and checkpoints are served by the /jobs and /checkpoints
 endpoints under the trial's id. The best trial is the one whose latest reported ``metric``
-is best by ``mode``; its checkpoint is its newest stored one.
+is best by ``mode`` (with rank_by 'group_mean': the best one of the seed group whose mean
+metric is best); its checkpoint is its newest stored one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from service.schemas import CancelResult, CheckpointPublic
 from service.sweep_plan import plan, value_at
 from service.sweep_schemas import (
     BestTrial,
+    SeedGroup,
+    Spread,
     SweepCreate,
     SweepDetail,
     SweepPage,
@@ -56,15 +59,64 @@ SweepDep = Annotated[Job, Depends(existing_sweep)]
 
 
 def _params(spec: SweepSpec, trial: Job) -> dict[str, Any]:
-    """The trial's values of the searched fields."""
+    """The trial's values of the searched fields (and its seed, in a seed group)."""
     trial_spec = JobSpec.model_validate(trial.spec)
-    return {path: value_at(trial_spec, path) for path in spec.space}
+    return {path: value_at(trial_spec, path) for path in spec.searched}
 
 
-def _best(session: Session, sweep: Job, trials: list[Job]) -> BestTrial | None:
-    spec = SweepSpec.model_validate(sweep.spec)
+def _groups(
+    spec: SweepSpec, trials: list[Job], latest: dict[int, dict[str, Any]]
+) -> list[SeedGroup]:
+    """The seed groups (none without seeds): trial i (its plan index) is in group
+    i // len(seeds); per group the spread over seeds of the best test accuracy, the latest
+    test accuracy and the sweep's metric, each over the trials that reported it; the best
+    group marked when rank_by is 'group_mean'."""
+    if not spec.seeds:
+        return []
+    members: dict[int, list[Job]] = {}
+    for trial in trials:
+        members.setdefault(int(trial.trial_key or 0) // spec.group_size, []).append(trial)
+
+    def spread(group: list[Job], key: str) -> Spread:
+        return Spread.of([latest[t.id][key] for t in group if key in latest.get(t.id, {})])
+
+    groups = [
+        SeedGroup(
+            index=index,
+            params={k: v for k, v in _params(spec, group[0]).items() if k != "seed"},
+            trial_ids=[t.id for t in group],
+            seeds=[spec.seeds[int(t.trial_key or 0) % spec.group_size] for t in group],
+            reported=sum(1 for t in group if t.id in latest),
+            best_test_acc=spread(group, "best_test_acc"),
+            last_test_acc=spread(group, "test_acc"),
+            metric=spread(group, spec.metric),
+        )
+        for index, group in sorted(members.items())
+    ]
+    if spec.rank_by == "group_mean":
+        sign = 1.0 if spec.mode == "max" else -1.0
+        scored = [g for g in groups if g.metric.mean is not None]
+        if scored:
+            best = max(scored, key=lambda g: (sign * (g.metric.mean or 0.0), -g.index))
+            groups[groups.index(best)] = best.model_copy(update={"best": True})
+    return groups
+
+
+def _best(
+    session: Session,
+    spec: SweepSpec,
+    trials: list[Job],
+    latest: dict[int, dict[str, Any]],
+    groups: list[SeedGroup],
+) -> BestTrial | None:
+    """The trial whose latest ``metric`` is best by ``mode``, among all trials, or (rank_by
+    'group_mean') among the best group's; its checkpoint of the best epoch when the
+    metric is best_test_acc, else its newest."""
     metric, sign = spec.metric, 1.0 if spec.mode == "max" else -1.0
-    latest = reads.latest_metrics(session, [t.id for t in trials])
+    if spec.rank_by == "group_mean":
+        best_group = next((g for g in groups if g.best), None)
+        chosen_ids = set(best_group.trial_ids) if best_group else set()
+        trials = [t for t in trials if t.id in chosen_ids]
     scored = [(sign * latest[t.id][metric], t) for t in trials if metric in latest.get(t.id, {})]
     if not scored:
         return None
@@ -91,12 +143,15 @@ def _best(session: Session, sweep: Job, trials: list[Job]) -> BestTrial | None:
 
 def _public(
     session: Session, sweep: Job, pending: dict[int, str] | None = None
-) -> tuple[SweepPublic, list[Job]]:
-    """The sweep's view and its trials; ``pending``: the reasons of a page's queued sweeps
-    (by default read for this one)."""
+) -> tuple[SweepPublic, list[Job], list[SeedGroup]]:
+    """The sweep's view, its trials and its seed groups; ``pending``: the reasons of a
+    page's queued sweeps (by default read for this one)."""
     if pending is None:
         pending = pending_reasons(session, [sweep])
+    spec = SweepSpec.model_validate(sweep.spec)
     trials = list(reads.children(session, sweep.id))
+    latest = reads.latest_metrics(session, [t.id for t in trials])
+    groups = _groups(spec, trials, latest)
     counts: dict[str, int] = {}
     for trial in trials:
         counts[trial.state] = counts.get(trial.state, 0) + 1
@@ -111,11 +166,12 @@ def _public(
         error=sweep.error,
         spec=sweep.spec,
         trial_counts=counts,
-        best=_best(session, sweep, trials),
+        best=_best(session, spec, trials, latest, groups),
+        best_group=next((g.index for g in groups if g.best), None),
         created_at=sweep.created_at,
         updated_at=sweep.updated_at,
     )
-    return view, trials
+    return view, trials, groups
 
 
 @router.post(
@@ -192,8 +248,8 @@ def list_sweeps(
 
 def sweep_detail(session: Session, sweep: Job, max_points: int | None) -> SweepDetail:
     """The sweep, its trials (params, state, per-epoch metrics, ``max_points`` epochs at
-    most each) and the best trial so far."""
-    view, trials = _public(session, sweep)
+    most each), its seed groups and the best trial so far."""
+    view, trials, groups = _public(session, sweep)
     spec = SweepSpec.model_validate(sweep.spec)
     histories = reads.metrics_histories(session, [t.id for t in trials])
     return SweepDetail(
@@ -215,6 +271,7 @@ def sweep_detail(session: Session, sweep: Job, max_points: int | None) -> SweepD
             )
             for t in trials
         ],
+        groups=groups,
     )
 
 
@@ -224,7 +281,8 @@ def get_sweep(
     session: SessionDep,
     max_points: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> SweepDetail:
-    """The sweep, its trials (params, state, per-epoch metrics) and the best trial so far."""
+    """The sweep, its trials (params, state, per-epoch metrics), its seed groups (with
+    seeds: each point's mean +- std over its seeds) and the best trial so far."""
     return sweep_detail(session, sweep, max_points)
 
 
