@@ -26,14 +26,14 @@ MODEL_NAMES = (
     "resnet34_imagenet",
 )
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
-STE_NAMES = ("identity", "clipped", "approx_sign", "relu", "clipped_relu")
+STE_NAMES = ("identity", "clipped", "approx_sign", "relu", "clipped_relu", "reste", "ede")
 SCHEDULE_KINDS = ("exponential", "linear", "constant")
 
 ModelName = Literal[
     "resnet20", "resnet18", "resnet18_bireal", "vgg_small", "resnet18_imagenet", "resnet34_imagenet"
 ]
 DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder", "synthetic"]
-SteName = Literal["identity", "clipped", "approx_sign", "relu", "clipped_relu"]
+SteName = Literal["identity", "clipped", "approx_sign", "relu", "clipped_relu", "reste", "ede"]
 ScheduleKind = Literal["exponential", "linear", "constant"]
 
 
@@ -102,12 +102,25 @@ def whole_numbers_as_int(model: type[BaseModel], data: Any) -> Any:
 
 
 class BinaryOptions(StrictModel):
-    """Ablation switches of the ReCU binary layers (the paper's Table 1 axes)."""
+    """Switches of the binary layers: the ReCU paper's Table 1 axes, and the layer options
+    of other methods built on ReCU's code (docs/models.md, "Layer options"). The defaults
+    are ReCU exactly; each other value is one method's rule, named after its paper."""
 
-    clamp: bool = Field(True, description="ReCU clamp to [-Q(tau), Q(tau)]; off = plain BNN.")
-    standardize: bool = Field(True, description="Per-filter centring and standardisation.")
+    clamp: bool = Field(
+        True,
+        description="ReCU clamp to [-Q(tau), Q(tau)]; off = plain BNN. With "
+        "weight_binarizer 'biper' it defaults to off (BiPer's recipe).",
+    )
+    standardize: bool = Field(
+        True,
+        description="Per-filter centring and standardisation. With weight_binarizer "
+        "'biper' it defaults to off (BiPer's recipe: f multiplies the raw weight).",
+    )
     activation_ste: SteName = Field(
-        "approx_sign", description="Straight-through estimator of the activation sign."
+        "approx_sign",
+        description="Straight-through estimator of the activation sign. 'reste': ReSTE's "
+        "rectified power gradient, exponent o scheduled per epoch; 'ede': IR-Net's error "
+        "decay estimator k*t*(1 - tanh(t*x)^2), t and k scheduled per epoch.",
     )
     alpha: Literal["learned", "none"] = Field(
         "learned", description="Per-output-channel scaling factor after the binary conv."
@@ -115,6 +128,58 @@ class BinaryOptions(StrictModel):
     scale_activations: bool = Field(
         True, description="Per-sample activation standardisation before sign (training only)."
     )
+    weights: Literal["binary", "real"] = Field(
+        "binary",
+        description="'real' keeps the weight real-valued (the latent weight after the "
+        "standardise/clamp options, or sin(f*w) with BiPer) while activations stay binary: "
+        "stage 1 of a two-stage recipe. Not exportable to .bnn.",
+    )
+    weight_binarizer: Literal["recu", "biper"] = Field(
+        "recu",
+        description="'recu': sign(w2) with an identity straight-through gradient. 'biper' "
+        "(BiPer, CVPR 2024): sign(sin(f*w)), gradient f*cos(f*w) through the sine.",
+    )
+    biper_frequency: float = Field(
+        20.0, gt=0.0, le=10_000.0, description="BiPer: the frequency f of sin(f*w)."
+    )
+    biper_regularizer: float = Field(
+        0.037,
+        ge=0.0,
+        le=100.0,
+        description="BiPer: weight lambda of the loss term lambda * mean(sin(f*w)^2) per "
+        "binary layer (BiPer's CIFAR-10 stage 1: 0.037; 0 switches it off).",
+    )
+    activation_threshold: Literal["none", "rsign"] = Field(
+        "none",
+        description="'rsign' (ReActNet): a learnable threshold b per input channel, "
+        "sign(x - b); folded into the .bnn packing.",
+    )
+    activation: Literal["hardtanh", "rprelu"] = Field(
+        "hardtanh",
+        description="The block nonlinearity after BatchNorm and the residual add: the "
+        "official Hardtanh, or ReActNet's RPReLU, PReLU(x - gamma) + zeta per channel.",
+    )
+    reste_o_start: float = Field(
+        1.0, ge=1.0, le=100.0, description="ReSTE: the exponent o at epoch 0 (o = 1: identity)."
+    )
+    reste_o_end: float = Field(
+        3.0, ge=1.0, le=100.0, description="ReSTE: the exponent o at the last epoch."
+    )
+    ede_t_start: float = Field(
+        1e-3, gt=0.0, le=1e6, description="EDE: t at epoch 0 (IR-Net's CIFAR code: 1e-3)."
+    )
+    ede_t_end: float = Field(
+        10.0, gt=0.0, le=1e6, description="EDE: t at the last epoch (IR-Net: 10)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _biper_recipe_defaults(cls, data: Any) -> Any:
+        """BiPer's sin(f*w) acts on the raw weight: with weight_binarizer 'biper', clamp
+        and standardize default to off (given explicitly, they apply before the sine)."""
+        if isinstance(data, dict) and data.get("weight_binarizer") == "biper":
+            return {"clamp": False, "standardize": False, **data}
+        return data
 
 
 class TauSchedule(StrictModel):

@@ -25,6 +25,16 @@ a training step makes no device-to-host synchronisation (the official code calls
 ``.cpu().item()`` on Q in every forward of every layer). The layers subclass ``nn.Conv2d``
 and ``nn.Linear`` and only transform the weight inside ``forward`` (as timm's StdConv2d
 does), so state_dict keys stay standard.
+
+Other methods' layer options (``BinaryOptions``; docs/models.md, "Layer options") change
+single steps of this chain: the weight binarizer (``binarizers``: BiPer's sign(sin(f w1))),
+real weights for stage 1 of a two-stage recipe (the layer uses its pre-sign value), a
+learnable threshold per input channel before the activation sign (``activations``:
+ReActNet's RSign, sign(a - b)), and activation estimators with per-epoch parameters
+(``estimators``: ReSTE, EDE). With the defaults every one of them is off and the chain is
+ReCU's, op for op. Two model-level hooks serve the training loop:
+``regularization_loss(model)`` (BiPer's term; zero for ReCU) and
+``set_epoch_progress(model, epoch, epochs)`` (the estimators' schedules).
 """
 
 from __future__ import annotations
@@ -35,8 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recu_core.activations import subtract_threshold
+from recu_core.binarizers import biper_penalty, biper_value
 from recu_core.config import BinaryOptions
+from recu_core.estimators import SCHEDULED_STES, scheduled_sign
 from recu_core.quantizers import get_scaled_ste, get_ste
+from recu_core.schedules import ede_k, ede_t_at, reste_o_at
 
 EPS = 1e-5
 _STD_TARGET = 2 * math.sqrt(2)  # filter std after standardisation: Laplace scale b = 2
@@ -71,13 +85,18 @@ class _ReCUMixin:
     weight: Tensor
     tau: Tensor
     alpha: nn.Parameter | None
+    threshold: nn.Parameter | None
+    ste_params: Tensor
     options: BinaryOptions
     training: bool
     compiled_kernels: bool
 
-    def _init_recu(self, options: BinaryOptions, alpha_shape: tuple[int, ...]) -> None:
+    def _init_recu(
+        self, options: BinaryOptions, alpha_shape: tuple[int, ...], in_channels: int
+    ) -> None:
         self.options = options
-        self._act_quantizer = get_ste(options.activation_ste)
+        self._scheduled_ste = options.activation_ste in SCHEDULED_STES
+        self._act_quantizer = get_ste("identity" if self._scheduled_ste else options.activation_ste)
         self.use_compiled_kernels(False)
         self._weight_quantizer = get_ste("identity")
         self.register_buffer("tau", torch.tensor(0.85))  # type: ignore[attr-defined]
@@ -86,11 +105,22 @@ class _ReCUMixin:
             self.alpha = nn.Parameter(torch.rand(alpha_shape))
         else:
             self.register_parameter("alpha", None)  # type: ignore[attr-defined]
+        if options.activation_threshold == "rsign":
+            self.threshold = nn.Parameter(torch.zeros(in_channels))  # ReActNet: b = 0
+        else:
+            self.register_parameter("threshold", None)  # type: ignore[attr-defined]
+        if self._scheduled_ste:  # set per epoch, never stored: not in the state_dict
+            params = torch.tensor(ste_parameters(options, 0, 1))
+            self.register_buffer("ste_params", params, persistent=False)  # type: ignore[attr-defined]
 
     def use_compiled_kernels(self, enabled: bool) -> None:
-        """Fuse the activation backward with torch.compile (see quantizers)."""
-        self.compiled_kernels = enabled
-        self._scaled_act_quantizer = get_scaled_ste(self.options.activation_ste, compiled=enabled)
+        """Fuse the activation backward with torch.compile (see quantizers); the
+        scheduled estimators (ReSTE, EDE) always run eagerly."""
+        self.compiled_kernels = enabled and not self._scheduled_ste
+        if not self._scheduled_ste:
+            self._scaled_act_quantizer = get_scaled_ste(
+                self.options.activation_ste, compiled=enabled
+            )
 
     def latent_weight(self) -> Tensor:
         """w1: the (optionally) standardised latent weight that the clamp acts on."""
@@ -100,19 +130,49 @@ class _ReCUMixin:
         """Q(tau) for this layer's current weights."""
         return recu_clamp_bound(w1, self.tau)
 
-    def binary_weight(self) -> Tensor:
-        """sign(clamp(w1, -Q, Q)) with an identity straight-through gradient."""
+    def clamped_weight(self) -> Tensor:
+        """w2 = clamp(w1, -Q, Q), or w1 with the clamp off."""
         w1 = self.latent_weight()
         if self.options.clamp:
             q = self.clamp_bound(w1)
             w1 = torch.clamp(w1, -q, q)
-        return self._weight_quantizer(w1)
+        return w1
+
+    def presign_weight(self) -> Tensor:
+        """v, the value whose sign is the binary weight: w2, or sin(f w2) with BiPer."""
+        w2 = self.clamped_weight()
+        if self.options.weight_binarizer == "biper":
+            return biper_value(w2, self.options.biper_frequency)
+        return w2
+
+    def binary_weight(self) -> Tensor:
+        """sign(v) with an identity straight-through gradient (ReCU: sign(clamp(w1, -Q,
+        Q))); v itself with ``weights="real"`` (stage 1: real weights, binary inputs)."""
+        v = self.presign_weight()
+        if self.options.weights == "real":
+            return v
+        return self._weight_quantizer(v)
 
     def binary_input(self, a: Tensor) -> Tensor:
-        """sign(a0): per-sample scaled in training (one fused op), then the activation STE."""
+        """sign(a0): per-sample scaled in training (one fused op), then the activation STE;
+        with RSign the threshold is subtracted first: sign(a - b) (scale-invariant)."""
+        if self.threshold is not None:
+            a = subtract_threshold(a, self.threshold)
+        if self._scheduled_ste:
+            if self.training and self.options.scale_activations:
+                a = scale_per_sample(a)
+            return scheduled_sign(self.options.activation_ste, a, self.ste_params)
         if self.training and self.options.scale_activations:
             return self._scaled_act_quantizer(a)
         return self._act_quantizer(a)
+
+    def regularization(self) -> Tensor | None:
+        """BiPer's lambda * mean(sin(f w2)^2), or None when this layer adds no loss term."""
+        options = self.options
+        if options.weight_binarizer != "biper" or options.biper_regularizer == 0:
+            return None
+        penalty = biper_penalty(self.clamped_weight(), options.biper_frequency)
+        return options.biper_regularizer * penalty
 
     def scaled_binary_weight(self) -> Tensor:
         """alpha * sign(w2), alpha broadcast over each output filter."""
@@ -137,7 +197,7 @@ class BinaryConv2d(_ReCUMixin, nn.Conv2d):
         options: BinaryOptions | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
-        self._init_recu(options or BinaryOptions(), (out_channels, 1, 1))
+        self._init_recu(options or BinaryOptions(), (out_channels, 1, 1), in_channels)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, out, H', W')
         return F.conv2d(
@@ -166,7 +226,7 @@ class BinaryLinear(_ReCUMixin, nn.Linear):
         options: BinaryOptions | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        self._init_recu(options or BinaryOptions(), (out_features,))
+        self._init_recu(options or BinaryOptions(), (out_features,), in_features)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, out)
         return F.linear(self.binary_input(x), self.scaled_binary_weight(), self.bias)
@@ -202,3 +262,36 @@ def set_tau(model: nn.Module, tau: float) -> None:
         )
     for _, layer in binary_layers(model):
         layer.tau.fill_(tau)
+
+
+def ste_parameters(options: BinaryOptions, epoch: float, epochs: int) -> tuple[float, float]:
+    """The scheduled estimator's parameters at ``epoch`` of ``epochs``: (o, 0) for ReSTE,
+    (t, k) for EDE, (0, 0) for the estimators without a schedule."""
+    if options.activation_ste == "reste":
+        o = reste_o_at(epoch, epochs, options.reste_o_start, options.reste_o_end)
+        return (o, 0.0)
+    if options.activation_ste == "ede":
+        t = ede_t_at(epoch, epochs, options.ede_t_start, options.ede_t_end)
+        return (t, ede_k(t))
+    return (0.0, 0.0)
+
+
+@torch.no_grad()
+def set_epoch_progress(model: nn.Module, epoch: float, epochs: int) -> None:
+    """Set every per-epoch quantity of the layer options for ``epoch`` of ``epochs``
+    (ReSTE's o, EDE's t and k), in place; a no-op for layers without one (ReCU's
+    defaults). tau has its own schedule: ``set_tau``."""
+    for _, layer in binary_layers(model):
+        if layer._scheduled_ste:
+            for i, value in enumerate(ste_parameters(layer.options, epoch, epochs)):
+                layer.ste_params[i].fill_(value)
+
+
+def regularization_loss(model: nn.Module) -> Tensor:
+    """The sum of every binary layer's loss term (BiPer's lambda * mean(sin(f w)^2)), a
+    0-d tensor on the model's device: exactly 0 when no layer asks for one (ReCU)."""
+    terms = [t for _, layer in binary_layers(model) if (t := layer.regularization()) is not None]
+    if terms:
+        return torch.stack(terms).sum()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.zeros((), device=device)

@@ -9,6 +9,11 @@ tau (set once per epoch t of T, as in the paper):
 so tau(0) = tau_s and tau(T) = tau_e. The paper's defaults are tau_s = 0.85, tau_e = 0.99.
 tau must lie in (0.5, 1): Q(tau) = -b ln(2 - 2 tau) is then positive and finite.
 
+Activation estimators with a schedule (``BinaryOptions.activation_ste``), per epoch t of T:
+
+    reste  o(t) = o_s + (o_e - o_s) * (1 - cos(pi/2 * t/T))   (ReSTE's main.py, o_s = 1)
+    ede    t(t) = t_s * (t_e / t_s)^(t/T),  k = max(1 / t, 1)  (IR-Net's Log_UP)
+
 Learning rate (``OptimizerConfig.lr_schedule``), warm-up then cosine to zero:
 
     epoch  the official ReCU schedule, constant within an epoch (``epoch_lr``)
@@ -65,6 +70,26 @@ def tau_at(schedule: TauSchedule, epoch: float, total: int) -> float:
     _check_tau("tau_e", schedule.tau_e)
     _check_progress(epoch, total)
     return _TAU_FUNCTIONS[schedule.kind](epoch, total, schedule.tau_s, schedule.tau_e)
+
+
+def reste_o_at(epoch: float, total: int, o_start: float, o_end: float) -> float:
+    """ReSTE's exponent o(t) = o_s + (o_e - o_s) (1 - cos(pi t / (2 T))): o_s at t = 0,
+    o_e at t = T, slow at first (Wu et al., "Estimator meets equilibrium perspective",
+    ICCV 2023; DravenALG/ReSTE ``main.py``, there with o_s = 1)."""
+    _check_progress(epoch, total)
+    return o_start + (o_end - o_start) * (1 - math.cos(0.5 * math.pi * epoch / total))
+
+
+def ede_t_at(epoch: float, total: int, t_start: float, t_end: float) -> float:
+    """IR-Net's t(t) = 10^(log10 t_s + (log10 t_e - log10 t_s) t / T): log-uniform from
+    t_s to t_e (Qin et al., CVPR 2020; htqin/IR-Net ``Log_UP``)."""
+    _check_progress(epoch, total)
+    return t_start * (t_end / t_start) ** (epoch / total)
+
+
+def ede_k(t: float) -> float:
+    """IR-Net's k = max(1 / t, 1): the gradient's peak k*t stays at least 1."""
+    return max(1.0 / t, 1.0)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:

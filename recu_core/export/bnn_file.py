@@ -5,7 +5,10 @@ manifest; docs/export.md describes the layout. For every binary layer ``L``:
 ``L.bits`` (int32 words carrying the uint32 bit pattern, shape (out, words)), ``L.scale``
 and ``L.bias`` (float64, per output channel: alpha, with the following BatchNorm folded in
 where that is exact). Every other tensor (full-precision stem, classifier, shortcuts, the
-BatchNorms that were not folded) is stored as it was trained, in float32.
+BatchNorms that were not folded, RPReLU's parameters) is stored as it was trained, in
+float32. A layer with ReActNet's RSign also stores ``L.threshold`` (float32, per input
+channel): the packed layer takes the sign bits of x - threshold. Layer options that a
+1-bit engine cannot run are refused by ``check_exportable`` with a ValueError naming them.
 """
 
 from __future__ import annotations
@@ -85,9 +88,21 @@ def _following_batchnorm(model: nn.Module) -> dict[str, tuple[str, bool]]:
     return found
 
 
+REAL_WEIGHTS_REFUSAL = "stage-1 models have real weights: export the stage-2 job"
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Refuse, with a ValueError naming the option, a model the .bnn engines cannot run
+    exactly: one whose binary layers keep real weights (``weights="real"``, stage 1)."""
+    for name, layer in binary_layers(model):
+        if layer.options.weights == "real":
+            raise ValueError(f"{REAL_WEIGHTS_REFUSAL} (binary_options.weights='real', {name})")
+
+
 @torch.no_grad()
 def pack_model(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     """A copy of ``model`` (eval) with every binary layer packed; (packed model, layers)."""
+    check_exportable(model)
     packed_model = copy.deepcopy(model).eval()
     following = _following_batchnorm(packed_model)
     layers: dict[str, Any] = {}
@@ -118,6 +133,7 @@ def pack_model(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
                 folded = bn_name
                 _set(packed_model, bn_name, nn.Identity())
         new: PackedBinaryConv2d | PackedBinaryLinear
+        threshold = layer.threshold is not None
         if isinstance(layer, BinaryConv2d):
             geometry = {
                 "kind": "conv2d",
@@ -135,6 +151,7 @@ def pack_model(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
                 _pair(layer.kernel_size),
                 _pair(layer.stride),
                 _pair(layer.padding),
+                threshold=threshold,
             )
         else:
             assert isinstance(layer, BinaryLinear)
@@ -143,12 +160,19 @@ def pack_model(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
                 "in_features": layer.in_features,
                 "out_features": layer.out_features,
             }
-            new = PackedBinaryLinear(layer.in_features, layer.out_features)
+            new = PackedBinaryLinear(layer.in_features, layer.out_features, threshold=threshold)
         new.bits.copy_(as_int32(bits))
         new.scale.copy_(scale)
         new.bias.copy_(bias)
+        if layer.threshold is not None and new.threshold is not None:
+            new.threshold.copy_(layer.threshold)
         _set(packed_model, name, new)
-        layers[name] = {**geometry, "words": int(bits.shape[1]), "folded_batchnorm": folded}
+        layers[name] = {
+            **geometry,
+            "words": int(bits.shape[1]),
+            "folded_batchnorm": folded,
+            "threshold": threshold,
+        }
     return packed_model, layers
 
 
@@ -255,9 +279,12 @@ def load_packed_model(
                 _pair(spec["kernel_size"]),
                 _pair(spec["stride"]),
                 _pair(spec["padding"]),
+                threshold=spec.get("threshold", False),
             )
         else:
-            new = PackedBinaryLinear(spec["in_features"], spec["out_features"])
+            new = PackedBinaryLinear(
+                spec["in_features"], spec["out_features"], threshold=spec.get("threshold", False)
+            )
         _set(model, name, new)
         if spec["folded_batchnorm"]:
             _set(model, spec["folded_batchnorm"], nn.Identity())

@@ -18,6 +18,12 @@ is exact there) and rounded once to the input's dtype: each output is the neares
 to the folded affine map, closer to the exact value than the float layer's own chain of
 float32 steps, and both engines round it identically.
 
+With ReActNet's RSign (``BinaryOptions.activation_threshold="rsign"``) the float layer
+binarises sign(x - b) with a learned threshold b per input channel; the packed layer keeps
+b (``threshold``, in the trained dtype) and packs the sign bits of x - b, computed in the
+input's dtype exactly as the float layer computes it, so the bits are the same (x = b
+gives +0, a +1; x = -0 with b = 0 gives -0, a -1, in both).
+
 Each layer runs on one of two engines (``InferenceEngine``): ``reference`` (NumPy, im2col
 and ``bits.xnor_dot``) or ``fast`` (Numba kernels on channel-packed bits); ``engine`` is
 set by ``load_packed_model`` and both give the same integer sums.
@@ -30,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recu_core.activations import subtract_threshold
 from recu_core.config import InferenceEngine
 from recu_core.export.bits import from_int32, pack_bits, sign_bits, words_for, xnor_dot
 from recu_core.export.engines import channel_packed_filters, fast_conv
@@ -37,10 +44,21 @@ from recu_core.export.engines import channel_packed_filters, fast_conv
 _MAX_COLUMN_ELEMENTS = 1 << 24  # input columns unfolded per chunk (64 MiB of float32)
 
 
+def _register_threshold(module: nn.Module, channels: int, enabled: bool) -> None:
+    """The RSign threshold b (channels,) as a buffer, or None (not in the state_dict)."""
+    module.register_buffer("threshold", torch.zeros(channels) if enabled else None)
+
+
+def _shifted(x: Tensor, threshold: Tensor | None) -> Tensor:
+    """x - b in x's dtype (the float layer's own subtraction), or x without a threshold."""
+    return x if threshold is None else subtract_threshold(x, threshold.to(x.dtype))
+
+
 class PackedBinaryConv2d(nn.Module):
     bits: Tensor  # (out, words) int32 bit patterns
     scale: Tensor  # (out,) float64
     bias: Tensor  # (out,) float64
+    threshold: Tensor | None  # (in,) RSign's b, or None
 
     def __init__(
         self,
@@ -49,6 +67,8 @@ class PackedBinaryConv2d(nn.Module):
         kernel_size: tuple[int, int],
         stride: tuple[int, int],
         padding: tuple[int, int],
+        *,
+        threshold: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -57,6 +77,7 @@ class PackedBinaryConv2d(nn.Module):
         self.register_buffer("bits", torch.zeros(out_channels, words_for(k), dtype=torch.int32))
         self.register_buffer("scale", torch.ones(out_channels, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(out_channels, dtype=torch.float64))
+        _register_threshold(self, in_channels, threshold)
         self._masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.engine = InferenceEngine.REFERENCE
         self._filters: np.ndarray | None = None  # the fast engine's layout, built once
@@ -87,6 +108,7 @@ class PackedBinaryConv2d(nn.Module):
         return self._masks[key]
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, out, H', W')
+        x = _shifted(x, self.threshold)
         if self.engine is InferenceEngine.FAST:
             return self._fast(x)
         b, _, h, w = x.shape
@@ -117,8 +139,9 @@ class PackedBinaryLinear(nn.Module):
     bits: Tensor
     scale: Tensor
     bias: Tensor
+    threshold: Tensor | None
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    def __init__(self, in_features: int, out_features: int, *, threshold: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.register_buffer(
@@ -126,6 +149,7 @@ class PackedBinaryLinear(nn.Module):
         )
         self.register_buffer("scale", torch.ones(out_features, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float64))
+        _register_threshold(self, in_features, threshold)
         # no padding: every element is real, one "position"
         self._mask = pack_bits(np.ones((in_features, 1), np.uint8), axis=0)
         self._valid = np.array([in_features], dtype=np.int32)
@@ -133,6 +157,7 @@ class PackedBinaryLinear(nn.Module):
         self._filters: np.ndarray | None = None
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, out)
+        x = _shifted(x, self.threshold)
         if self.engine is InferenceEngine.FAST:  # a 1x1 conv on a 1x1 image
             if self._filters is None:
                 self._filters = channel_packed_filters(

@@ -11,6 +11,11 @@ Two blocks, one per official file:
     ``cifar/models_cifar/resnet2.py``, ``resnet18_1w1a``; He et al., 2016):
         h   = hardtanh(BN(conv1(x)))
         out = hardtanh(BN(conv2(h)) + shortcut(x))
+
+The nonlinearity is the injected ``act_layer`` (one module per conv, ``act1`` and ``act2``):
+Hardtanh by default, parameter-free, so the state_dict keys are those of the official
+networks; ReActNet's RPReLU with ``BinaryOptions.activation="rprelu"``, in the same place
+(after the BatchNorm and the residual add, as ReActNet places it).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recu_core.activations import ActFactory, hardtanh
 from recu_core.models.registry import ConvFactory
 
 
@@ -48,10 +54,17 @@ def conv_bn_shortcut(in_planes: int, planes: int, stride: int) -> nn.Module:
 
 
 class ResidualBlock(nn.Module):
-    """conv1/bn1/conv2/bn2 (binary or not) and the block's shortcut; forward in subclasses."""
+    """conv1/bn1/conv2/bn2 (binary or not), the block's shortcut, and the nonlinearity
+    after each conv (act1, act2); forward in subclasses."""
 
     def __init__(
-        self, conv: ConvFactory, in_planes: int, planes: int, stride: int, shortcut: nn.Module
+        self,
+        conv: ConvFactory,
+        in_planes: int,
+        planes: int,
+        stride: int,
+        shortcut: nn.Module,
+        act: ActFactory = hardtanh,
     ) -> None:
         super().__init__()
         self.conv1 = conv(in_planes, planes, 3, stride, 1, bias=False)
@@ -59,20 +72,21 @@ class ResidualBlock(nn.Module):
         self.conv2 = conv(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut = shortcut
-        self.act = nn.Hardtanh()
+        self.act1 = act(planes)
+        self.act2 = act(planes)
 
 
 class BiRealBlock(ResidualBlock):
     """Two 3x3 convs, each wrapped by its own real-valued shortcut."""
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in, H, W) -> (B, planes, H/s, W/s)
-        h = self.act(self.bn1(self.conv1(x)) + self.shortcut(x))
-        return self.act(self.bn2(self.conv2(h)) + h)
+        h = self.act1(self.bn1(self.conv1(x)) + self.shortcut(x))
+        return self.act2(self.bn2(self.conv2(h)) + h)
 
 
 class BasicBlock(ResidualBlock):
     """Two 3x3 convs under one shortcut (the standard ResNet block with Hardtanh)."""
 
     def forward(self, x: Tensor) -> Tensor:  # (B, in, H, W) -> (B, planes, H/s, W/s)
-        h = self.act(self.bn1(self.conv1(x)))
-        return self.act(self.bn2(self.conv2(h)) + self.shortcut(x))
+        h = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(h)) + self.shortcut(x))

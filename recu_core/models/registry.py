@@ -1,8 +1,10 @@
 """Models by name: ``@register_model`` builders and ``create_model`` (after timm).
 
 A builder takes keyword arguments only: ``num_classes``, ``in_channels``, ``image_size``
-(from the dataset) and ``conv_layer`` (a factory with nn.Conv2d's signature, so the same
-architecture builds with ReCU binary convs or plain ones for comparison).
+(from the dataset), ``conv_layer`` (a factory with nn.Conv2d's signature, so the same
+architecture builds with ReCU binary convs or plain ones for comparison) and ``act_layer``
+(``channels -> module``: the nonlinearity after each binary conv's BatchNorm, Hardtanh or
+ReActNet's RPReLU, from ``BinaryOptions.activation``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Protocol
 
 from torch import nn
 
+from recu_core.activations import block_activation
 from recu_core.config import MODEL_NAMES, BinaryOptions
 from recu_core.layers import BinaryConv2d
 
@@ -58,15 +61,19 @@ def create_model(
 ) -> nn.Module:
     """Build ``name``: ReCU binary inner convs when ``binary``, else full precision.
 
-    First and last layers are full precision in both variants, as in the paper.
+    First and last layers are full precision in both variants, as in the paper; the
+    block nonlinearity follows ``options.activation`` in both.
     """
     try:
         builder = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(list_models())}") from None
-    conv: ConvFactory = (
-        partial(BinaryConv2d, options=options or BinaryOptions()) if binary else nn.Conv2d
-    )
+    options = options or BinaryOptions()
+    conv: ConvFactory = partial(BinaryConv2d, options=options) if binary else nn.Conv2d
     return builder(
-        num_classes=num_classes, in_channels=in_channels, image_size=image_size, conv_layer=conv
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        conv_layer=conv,
+        act_layer=block_activation(options.activation),
     )

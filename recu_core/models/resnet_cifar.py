@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from recu_core.activations import ActFactory, hardtanh
 from recu_core.models.blocks import BasicBlock, BiRealBlock, ZeroPadShortcut
 from recu_core.models.init import init_resnet
 from recu_core.models.registry import ConvFactory, register_model
@@ -32,6 +33,7 @@ class CifarResNet(nn.Module):
         num_classes: int,
         in_channels: int,
         conv_layer: ConvFactory,
+        act_layer: ActFactory = hardtanh,
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -49,7 +51,7 @@ class CifarResNet(nn.Module):
                     if stride > 1 or in_planes != planes
                     else nn.Identity()
                 )
-                blocks.append(block(conv_layer, in_planes, planes, stride, shortcut))
+                blocks.append(block(conv_layer, in_planes, planes, stride, shortcut, act_layer))
                 in_planes = planes
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -66,7 +68,12 @@ _RESNET18 = {"widths": (64, 128, 256, 512), "depths": (2, 2, 2, 2)}
 
 @register_model
 def resnet20(
-    *, num_classes: int, in_channels: int, image_size: int, conv_layer: ConvFactory
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    conv_layer: ConvFactory,
+    act_layer: ActFactory = hardtanh,
 ) -> nn.Module:
     """ResNet-20 (He et al., 2016, CIFAR variant): widths 16/32/64, 3 Bi-Real blocks each."""
     return CifarResNet(
@@ -77,12 +84,18 @@ def resnet20(
         num_classes=num_classes,
         in_channels=in_channels,
         conv_layer=conv_layer,
+        act_layer=act_layer,
     )
 
 
 @register_model
 def resnet18(
-    *, num_classes: int, in_channels: int, image_size: int, conv_layer: ConvFactory
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    conv_layer: ConvFactory,
+    act_layer: ActFactory = hardtanh,
 ) -> nn.Module:
     """ResNet-18 for CIFAR (official ``resnet18_1w1a``): standard blocks, 64/128/256/512."""
     return CifarResNet(
@@ -92,12 +105,18 @@ def resnet18(
         num_classes=num_classes,
         in_channels=in_channels,
         conv_layer=conv_layer,
+        act_layer=act_layer,
     )
 
 
 @register_model
 def resnet18_bireal(
-    *, num_classes: int, in_channels: int, image_size: int, conv_layer: ConvFactory
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    conv_layer: ConvFactory,
+    act_layer: ActFactory = hardtanh,
 ) -> nn.Module:
     """ResNet-18 widths with Bi-Real blocks and a Hardtanh stem (not an official network)."""
     return CifarResNet(
@@ -107,4 +126,5 @@ def resnet18_bireal(
         num_classes=num_classes,
         in_channels=in_channels,
         conv_layer=conv_layer,
+        act_layer=act_layer,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from recu_core.activations import ActFactory, hardtanh
 from recu_core.models.blocks import BiRealBlock, conv_bn_shortcut
 from recu_core.models.init import IMAGENET_BN_GAMMA, init_resnet
 from recu_core.models.registry import ConvFactory, register_model
@@ -27,6 +28,7 @@ class ImageNetResNet(nn.Module):
         num_classes: int,
         in_channels: int,
         conv_layer: ConvFactory,
+        act_layer: ActFactory = hardtanh,
     ) -> None:
         super().__init__()
         widths = (64, 128, 256, 512)
@@ -46,7 +48,9 @@ class ImageNetResNet(nn.Module):
                     if stride > 1 or in_planes != planes
                     else nn.Identity()
                 )
-                blocks.append(BiRealBlock(conv_layer, in_planes, planes, stride, shortcut))
+                blocks.append(
+                    BiRealBlock(conv_layer, in_planes, planes, stride, shortcut, act_layer)
+                )
                 in_planes = planes
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -68,7 +72,12 @@ class ImageNetResNet(nn.Module):
 
 @register_model
 def resnet18_imagenet(
-    *, num_classes: int, in_channels: int, image_size: int, conv_layer: ConvFactory
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    conv_layer: ConvFactory,
+    act_layer: ActFactory = hardtanh,
 ) -> nn.Module:
     """ResNet-18 for ImageNet (official ``resnet18_1w1a``): stages of 2/2/2/2 blocks."""
     return ImageNetResNet(
@@ -76,12 +85,18 @@ def resnet18_imagenet(
         num_classes=num_classes,
         in_channels=in_channels,
         conv_layer=conv_layer,
+        act_layer=act_layer,
     )
 
 
 @register_model
 def resnet34_imagenet(
-    *, num_classes: int, in_channels: int, image_size: int, conv_layer: ConvFactory
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    conv_layer: ConvFactory,
+    act_layer: ActFactory = hardtanh,
 ) -> nn.Module:
     """ResNet-34 for ImageNet (official ``resnet34_1w1a``): stages of 3/4/6/3 blocks."""
     return ImageNetResNet(
@@ -89,4 +104,5 @@ def resnet34_imagenet(
         num_classes=num_classes,
         in_channels=in_channels,
         conv_layer=conv_layer,
+        act_layer=act_layer,
     )
