@@ -28,6 +28,7 @@ from service.metrics import Metrics, RequestTimer
 from service.responses import AUTHENTICATED
 from service.routes import (
     checkpoints,
+    compare,
     health,
     jobs,
     metrics,
@@ -87,6 +88,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         jobs.router,
         streams.router,
         checkpoints.router,
+        compare.router,
         sweeps.router,
         sweep_streams.router,
         metrics.router,

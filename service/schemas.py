@@ -132,3 +132,36 @@ class JobManifest(RunManifest):
 
     attempt: int = Field(description="The attempt it describes (1 for the first).")
     recorded_at: datetime
+
+
+class ComparedJob(BaseModel):
+    """One job of GET /compare: what it is, how far it got, and its curves."""
+
+    id: int
+    kind: JobKind
+    state: JobState
+    terminal: bool
+    current_epoch: int
+    spec: dict[str, Any] = Field(description="Its resolved job spec (every default filled).")
+    best_test_acc: float | None
+    best_epoch: int | None
+    last_test_acc: float | None = Field(description="The latest epoch's test accuracy.")
+    metrics: list[EpochMetrics] = Field(description="Its epochs, max_points at most.")
+    created_at: datetime
+
+
+class ConfigDifference(BaseModel):
+    """A configuration field whose value is not the same in every compared job."""
+
+    path: str = Field(description="Its dotted path in the job spec (e.g. optimizer.lr).")
+    values: list[Any] = Field(
+        description="Its value per job, in the order of jobs (null where a spec has none; "
+        "a list is one value)."
+    )
+
+
+class Comparison(BaseModel):
+    """GET /compare: the jobs in the order asked, and where their configurations differ."""
+
+    jobs: list[ComparedJob]
+    differences: list[ConfigDifference] = Field(description="Sorted by path.")
