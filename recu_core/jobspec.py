@@ -11,7 +11,7 @@ max(1, gpus_per_worker) GPUs; the job reserves ``num_workers`` times that.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Literal, Self
 
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 
@@ -78,6 +78,35 @@ class CheckpointPolicy(StrictModel):
         False,
         description="When the job succeeds, its worker packs every checkpoint it keeps as a "
         "1-bit .bnn file (GET /checkpoints/{id}/export serves it); training jobs only.",
+    )
+
+
+JobId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+CheckpointChoice = Literal["best", "last"]
+
+
+class InitFrom(StrictModel):
+    """Start from another job's trained weights (weights only: this job's own optimizer,
+    schedule and epochs): the stage-2 half of a two-stage recipe."""
+
+    job_id: JobId = Field(description="The job whose checkpoint's weights start this one.")
+    checkpoint: CheckpointChoice = Field(
+        "best", description="Its best epoch's checkpoint, or its last stored one."
+    )
+
+
+class DistillSpec(StrictModel):
+    """Learn from a teacher job's soft targets (``recu_core.distill``): the teacher is
+    that job's checkpoint, run in eval mode on the same batches and device."""
+
+    teacher_job_id: JobId = Field(description="The teacher: a job of the same user.")
+    checkpoint: CheckpointChoice = "best"
+    temperature: float = Field(1.0, gt=0.0, le=100.0, description="T of the soft targets.")
+    weight: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the soft loss; 1 - weight goes to the hard labels (ReActNet: 1).",
     )
 
 
@@ -149,6 +178,34 @@ class JobSpec(TrainConfig):
 
     resources: Resources = Resources()
     checkpoint: CheckpointPolicy = CheckpointPolicy()
+    after: list[JobId] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Jobs that must succeed before this one is queued (it waits, state "
+        "'waiting'; it fails if one of them fails or is cancelled).",
+    )
+    init_from: InitFrom | None = Field(
+        None, description="Start from another job's weights; that job is waited for too."
+    )
+    distill: DistillSpec | None = Field(
+        None, description="Distil from a teacher job's checkpoint; it is waited for too."
+    )
+
+    @property
+    def dependencies(self) -> list[int]:
+        """Every job this one waits for: ``after``, ``init_from`` and the teacher."""
+        ids = set(self.after)
+        if self.init_from is not None:
+            ids.add(self.init_from.job_id)
+        if self.distill is not None:
+            ids.add(self.distill.teacher_job_id)
+        return sorted(ids)
+
+    @model_validator(mode="after")
+    def _after_once_each(self) -> Self:
+        if len(set(self.after)) != len(self.after):
+            raise ValueError(f"after lists a job twice: {self.after}; name each job once")
+        return self
 
     @model_validator(mode="after")
     def _device_follows_resources(self) -> Self:

@@ -168,10 +168,11 @@ def submit(
     job_spec = spec if isinstance(spec, JobSpec) else spec.base
     cpus, gpus = demand or job_spec.resources.demand
     one = job_spec.resources.per_worker
+    waits_for = job_spec.dependencies
     values = {
         "kind": JobKind.TRAIN if isinstance(spec, JobSpec) else JobKind.SWEEP,
         "user_id": user_id,
-        "state": JobState.QUEUED,
+        "state": JobState.WAITING if waits_for else JobState.QUEUED,
         "spec": spec.stored(),
         "cpus": cpus,
         "gpus": gpus,
@@ -193,7 +194,12 @@ def submit(
                 if earlier is None:
                     raise QueueFullError(max_queued)
                 return earlier, False  # a retry of an accepted submit is not refused
-            job.id = _insert_queued(session, values, "submitted")
+            reason = "submitted"
+            if waits_for:
+                reason += f"; waiting for job{'s' if len(waits_for) > 1 else ''} " + ", ".join(
+                    map(str, waits_for)
+                )
+            job.id = _insert_queued(session, values, reason)
             for index, trial_spec in enumerate(trials):
                 _add_trial(session, job, index, trial_spec, now)
         return job, True
@@ -215,9 +221,9 @@ def _insert_queued(session: Session, values: dict[str, Any], reason: str) -> int
     now = values["created_at"]
     if connection.dialect.name != "postgresql":
         job_id = connection.execute(_INSERT_JOB, values).scalar_one()
-        _event(connection, job_id, None, JobState.QUEUED, 0, reason, now)
+        _event(connection, job_id, None, values["state"], 0, reason, now)
         return job_id
-    event = {"at": now, "reason": reason}
+    event = {"at": now, "reason": reason, "state": str(values["state"])}
     params = {f"job_{k}": v for k, v in values.items()} | {
         f"event_{k}": v for k, v in event.items()
     }
@@ -229,8 +235,8 @@ _INSERT_JOB = insert(Job).returning(Job.id)  # executed with a dict of the job's
 
 @functools.lru_cache(maxsize=8)
 def _submit_postgres(columns: tuple[str, ...]) -> Any:
-    """INSERT the job (``columns``, bound as job_<column>) in a CTE and its queued event
-    from it (bound as event_at, event_reason), RETURNING the job's id."""
+    """INSERT the job (``columns``, bound as job_<column>) in a CTE and its first event
+    from it (bound as event_at, event_reason, event_state), RETURNING the job's id."""
     table = JobEvent.__table__.c
     new = (
         insert(Job)
@@ -245,7 +251,7 @@ def _submit_postgres(columns: tuple[str, ...]) -> Any:
             bindparam("event_at", type_=table["at"].type),
             bindparam("event_reason", type_=table["reason"].type),
             literal(None, table["from_state"].type),
-            literal(JobState.QUEUED.value, table["to_state"].type),
+            bindparam("event_state", type_=table["to_state"].type),
             literal(0, table["attempt"].type),
         ),
     )
@@ -358,8 +364,8 @@ def _at_cap(session: Session, user_id: int | None, cap: int) -> bool:
 
 
 def _queued(session: Session, user_id: int | None, cap: int) -> int:
-    """The owner's queued jobs and sweeps, counted up to ``cap`` (the cost stays bounded
-    however long the queue)."""
+    """The owner's queued (or waiting) jobs and sweeps, counted up to ``cap`` (the cost
+    stays bounded however long the queue)."""
     return session.connection().scalar(_QUEUED_COUNT, {"user_id": user_id, "cap": cap}) or 0
 
 
@@ -367,7 +373,7 @@ _QUEUED_COUNT = select(func.count()).select_from(
     select(Job.id)
     .where(
         Job.user_id == bindparam("user_id", type_=Integer),
-        Job.state == JobState.QUEUED,
+        Job.state.in_((JobState.QUEUED, JobState.WAITING)),
         Job.kind != JobKind.TRIAL,
     )
     .limit(bindparam("cap", type_=Integer))
@@ -1004,7 +1010,7 @@ def _give_back(
 def cancel(
     db: Db, job_id: int, *, user_id: int | None = None, now: datetime | None = None
 ) -> JobState | None:
-    """Cancel a job: queued -> cancelled at once; running -> cancelling (its worker stops
+    """Cancel a job: queued or waiting -> cancelled at once; running -> cancelling (its worker stops
     at the next heartbeat and finishes it as cancelled); terminal or cancelling: unchanged.
     Returns the resulting state, or None for an unknown job (or, with ``user_id``, one
     that is not that user's)."""
@@ -1016,6 +1022,7 @@ def cancel(
         current = JobState(job.state)
         target = {
             JobState.QUEUED: JobState.CANCELLED,
+            JobState.WAITING: JobState.CANCELLED,
             JobState.RUNNING: JobState.CANCELLING,
         }.get(current)
         if target is None:

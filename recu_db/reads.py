@@ -185,6 +185,18 @@ def job_checkpoints(session: Session, job_id: int) -> Sequence[Checkpoint]:
     ).all()
 
 
+def best_and_last(
+    session: Session, job_id: int
+) -> tuple[Sequence[Checkpoint], Checkpoint | None, Checkpoint | None]:
+    """The job's stored checkpoints (oldest first), the one of its best epoch (None when
+    none stored is; the newest of that epoch) and its newest (highest epoch, then id)."""
+    stored = job_checkpoints(session, job_id)
+    best_epoch = latest_metrics(session, [job_id]).get(job_id, {}).get("best_epoch")
+    best = next((c for c in stored if best_epoch is not None and c.epoch == int(best_epoch)), None)
+    last = max(stored, key=lambda c: (c.epoch, c.id), default=None)
+    return stored, best, last
+
+
 def run_manifest(session: Session, job_id: int) -> RunManifestRow | None:
     """The reproducibility manifest of the job's latest attempt that recorded one."""
     return session.scalars(

@@ -1,5 +1,7 @@
 """Job states and the transitions allowed between them.
 
+waiting ──its dependencies succeeded──▶ queued   (one failed or was cancelled: failed;
+   └──cancel──▶ cancelled                          a job with none starts queued)
 queued ──claim──▶ running ──finish──▶ succeeded
   │                 │  └──fail───────▶ failed
   │                 │  └──lease expired, attempts left──▶ queued
@@ -26,6 +28,7 @@ class JobKind(StrEnum):
 
 
 class JobState(StrEnum):
+    WAITING = "waiting"  # for the jobs it depends on (JobSpec.dependencies) to succeed
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -44,6 +47,7 @@ def is_terminal(state: str) -> bool:
 
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.WAITING: frozenset({JobState.QUEUED, JobState.CANCELLED, JobState.FAILED}),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     JobState.RUNNING: frozenset(
         {

@@ -25,13 +25,13 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from recu_core.jobspec import Resources
-from recu_db import cluster
+from recu_db import cluster, dependencies
 from recu_db.models import Worker
 from recu_db.queue import Db, utcnow
 from recu_db.states import JobKind, JobState
@@ -148,6 +148,7 @@ class QueuedRow(Protocol):
     worker_gpus: float
     reserved_by: str | None
     reserved_until: datetime | None
+    spec: dict[str, Any]
 
 
 def demand_of(job: QueuedRow) -> Demand:
@@ -161,13 +162,15 @@ def demand_of(job: QueuedRow) -> Demand:
 def pending_reasons(
     session: Session, jobs: Iterable[QueuedRow], now: datetime | None = None
 ) -> dict[int, str]:
-    """The pending reason of each queued job among ``jobs`` (one read of the workers)."""
+    """The pending reason of each queued or waiting job among ``jobs`` (one read of the
+    workers; one of the waiting jobs' dependencies)."""
+    jobs = list(jobs)
+    out = _waiting_reasons(session, [j for j in jobs if j.state == JobState.WAITING])
     queued = [j for j in jobs if j.state == JobState.QUEUED]
     if not queued:
-        return {}
+        return out
     now = now or utcnow()
     workers = cluster.live_workers(session, now, LIVE_S)
-    out = {}
     for job in queued:
         if job.kind == JobKind.TRIAL:
             out[job.id] = f"waiting for its sweep (#{job.parent_id}) to start it"
@@ -175,6 +178,26 @@ def pending_reasons(
             out[job.id] = RESERVED.format(worker=job.reserved_by)
         else:
             out[job.id] = reason(demand_of(job), workers)
+    return out
+
+
+def _waiting_reasons(session: Session, waiting: Sequence[QueuedRow]) -> dict[int, str]:
+    """``waiting for job 3 (running), job 5 (queued) to succeed`` per waiting job."""
+    if not waiting:
+        return {}
+    wanted = {j.id: dependencies.dependencies_of(j.kind, j.spec) for j in waiting}
+    ids = sorted({i for deps in wanted.values() for i in deps})
+    states = dependencies.states_of(session, ids)
+    out = {}
+    for job_id, deps in wanted.items():
+        open_ = [i for i in deps if states.get(i) != JobState.SUCCEEDED]
+        out[job_id] = (
+            "waiting for "
+            + ", ".join(f"job {i} ({states.get(i, 'deleted')})" for i in open_)
+            + " to succeed"
+            if open_
+            else "its dependencies succeeded: the next worker poll queues it"
+        )
     return out
 
 

@@ -22,7 +22,7 @@ import ray
 from sqlalchemy.exc import DBAPIError
 
 from recu_core.settings import WorkerSettings
-from recu_db import queue, results
+from recu_db import dependencies, queue, results
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.fairshare import ClaimPolicy
 from recu_db.queue import Lease
@@ -99,6 +99,8 @@ def _claim(
     alive = cluster_view.nodes()
     with capacity.lock:
         queue.reap(db, policy=policy)
+        for job_id, state in dependencies.settle(db):
+            log.info("job %d: its dependencies settled it: %s", job_id, state.value)
         lease = queue.claim(
             db,
             settings.name,

@@ -13,7 +13,6 @@ outage for up to a lease, as rank 0's writes are.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,11 +26,12 @@ import torch
 from recu_core.paths import confined_root
 from recu_core.settings import DataSettings
 from recu_core.train import EpochReport, TrainingStoppedError, train
-from recu_db import queue, reads, results
+from recu_db import queue, reads
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
 from recu_db.retry import retry_transient
 from recu_db.states import JobState
+from workers import upstream
 from workers.recorder import EpochRecorder
 from workers.stops import JobStoppedError, StopWatch
 
@@ -64,12 +64,7 @@ def latest_checkpoint(db: queue.Db, job_id: int, workdir: Path) -> Path | None:
         stored = reads.job_checkpoints(session, job_id)
     path = workdir / "resume.safetensors"
     for ckpt in reversed(stored):
-        digest = hashlib.sha256()
-        with open(path, "wb") as f:
-            for chunk in results.iter_checkpoint_bytes(db, ckpt.id):
-                digest.update(chunk)
-                f.write(chunk)
-        if digest.hexdigest() == ckpt.sha256:
+        if upstream.write_checkpoint(db, ckpt, path):
             return path
         log.warning("checkpoint %d of job %d fails its sha256 check; skipped", ckpt.id, job_id)
     return None
@@ -126,6 +121,10 @@ def run_training(
         resume_from = retry_transient(  # each try writes the file afresh
             lambda: latest_checkpoint(db, lease.job_id, tmp), seconds=lease_s
         )
+        start = None
+        if resume_from is None:  # a resumed chained job has its own weights already
+            start = retry_transient(lambda: upstream.init_weights(db, spec, tmp), seconds=lease_s)
+        distill = retry_transient(lambda: upstream.teacher(db, spec, tmp), seconds=lease_s)
         try:
             train(
                 config,
@@ -133,6 +132,8 @@ def run_training(
                 resume_from=resume_from,
                 should_stop=watch.requested if watch else None,
                 on_start=on_start,
+                init_weights=start,
+                distill=distill,
             )
         except TrainingStoppedError as err:
             reason = watch.reason if watch else None

@@ -11,10 +11,10 @@ from sqlalchemy import Row
 
 from recu_core.jobspec import JobSpec, Resources
 from recu_core.paths import RootOutsideDataDirError, confined_root
-from recu_db import queue, reads
+from recu_db import dependencies, queue, reads
 from recu_db.models import Job
 from recu_db.states import JobState, is_terminal
-from service.auth import can_see, owner_filter
+from service.auth import Principal, can_see, owner_filter
 from service.config import ServiceSettings
 from service.deps import (
     Id,
@@ -116,6 +116,35 @@ def check_limits(
     return errors
 
 
+def check_dependencies(
+    makers: Any, spec: JobSpec, principal: Principal, loc: tuple[str, ...] = ("body",)
+) -> list[dict[str, Any]]:
+    """422 errors for the jobs ``spec`` waits for (``recu_db.dependencies.problems``):
+    each must be the caller's own training job (an admin may name anyone's) that has not
+    failed; the error's loc is the field that names it."""
+    ids = spec.dependencies
+    if not ids:
+        return []
+    owner = owner_filter(principal)
+    with makers() as session:
+        found = dependencies.problems(session, ids, user_id=owner, admin=owner is None)
+    fields = dict.fromkeys(spec.after, "after")
+    if spec.init_from is not None:
+        fields[spec.init_from.job_id] = "init_from"
+    if spec.distill is not None:
+        fields[spec.distill.teacher_job_id] = "distill"
+    return [
+        {
+            "type": "value_error",
+            "loc": (*loc, fields[job_id]),
+            "msg": f"{problem}; a job may wait for, start from or learn from only a training "
+            "job of your own that has not failed",
+            "input": job_id,
+        }
+        for job_id, problem in found
+    ]
+
+
 def check_resources(
     resources: Resources, settings: ServiceSettings, loc: tuple[str, ...]
 ) -> list[dict[str, Any]]:
@@ -161,7 +190,7 @@ async def submit_job(
 
     def submit() -> tuple[JobPublic, bool]:
         spec = JobSpec.from_fields(body)
-        errors = check_limits(spec, settings)
+        errors = check_limits(spec, settings) + check_dependencies(makers, spec, principal)
         if errors:
             raise RequestValidationError(errors)
         refuse_unschedulable(makers, settings, spec.resources, loc=("body", "resources"))
@@ -300,15 +329,10 @@ def get_events(job: JobDep, session: SessionDep) -> list[EventPublic]:
 def get_checkpoints(job: JobDep, session: SessionDep) -> list[CheckpointPublic]:
     """The stored checkpoints, oldest first; ``best`` marks the one of the job's
     best_epoch, ``last`` the newest (highest epoch, then id)."""
-    best_epoch = reads.latest_metrics(session, [job.id]).get(job.id, {}).get("best_epoch")
-    stored = reads.job_checkpoints(session, job.id)
-    newest = max(stored, key=lambda c: (c.epoch, c.id), default=None)
+    stored, best, last = reads.best_and_last(session, job.id)
     return [
         CheckpointPublic.model_validate(c, from_attributes=True).model_copy(
-            update={
-                "best": best_epoch is not None and c.epoch == int(best_epoch),
-                "last": c is newest,
-            }
+            update={"best": c is best, "last": c is last}
         )
         for c in stored
     ]

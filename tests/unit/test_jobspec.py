@@ -19,7 +19,13 @@ QUEUE_FIELDS = {"priority", "max_attempts"}
 
 
 def test_request_bodies_add_only_the_queue_fields_to_the_specs():
-    assert set(JobSpec.model_fields) - set(TrainConfig.model_fields) == {"resources", "checkpoint"}
+    assert set(JobSpec.model_fields) - set(TrainConfig.model_fields) == {
+        "resources",
+        "checkpoint",
+        "after",
+        "init_from",
+        "distill",
+    }
     assert set(JobCreate.model_fields) - set(JobSpec.model_fields) == QUEUE_FIELDS
     assert set(SweepCreate.model_fields) - set(SweepSpec.model_fields) == QUEUE_FIELDS
     assert SweepSpec.model_fields["base"].annotation is JobSpec
