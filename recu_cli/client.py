@@ -92,6 +92,13 @@ def submit(
     ranks: RanksOption = None,
     old_workers: OldRanksOption = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Seeds, e.g. 0,1,2: submit the job once per seed, as a sweep of seeds only "
+            "(recu sweep-status shows its mean ± std); --wait follows that sweep."
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option(help="Follow the job to its end, then name its checkpoints.")
     ] = False,
@@ -121,6 +128,11 @@ def submit(
         raise usage_error(str(err)) from None
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     service = Service.of(api, token)
+    if seeds is not None:  # a seed group is a sweep (sweep_client imports this module)
+        from recu_cli.sweep_client import submit_seeds
+
+        submit_seeds(body, seeds, service, headers, wait=wait, as_json=as_json)
+        return
     with connected(service) as client:
         job = check(client.post("/jobs", json=body, headers=headers))
         if not wait:

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 from typer.main import get_command
 
-from recu_cli import checkpoints, client, local, manifest, processes, sweep_client
+from recu_cli import checkpoints, client, compare, local, manifest, processes, sweep_client
 from recu_cli.help_text import help_text
 from recu_cli.tokens import token_app
 
@@ -33,6 +33,7 @@ PANELS: tuple[tuple[str, tuple[Callable[..., None], ...]], ...] = (
             checkpoints.download,
             manifest.manifest,
             client.cancel,
+            compare.compare,
             client.whoami,
         ),
     ),
@@ -78,7 +79,7 @@ def main(
 ) -> None:
     """ReCU binary neural networks. Locally: train, evaluate, export, inspect. On the
     training service: submit, jobs, status, logs, checkpoints, download, manifest,
-    cancel, whoami; sweep, sweeps, sweep-status, sweep-cancel. Running it: serve,
+    cancel, compare, whoami; sweep, sweeps, sweep-status, sweep-cancel. Running it: serve,
     worker, token. Exit codes: 0 ok, 1 failed, 2 bad input, 3 unschedulable, 4 not
     found, 5 not authorised, 6 service unreachable, 7 timed out (README, Exit codes)."""
 

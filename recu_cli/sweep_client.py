@@ -4,7 +4,8 @@ cancel. HTTP only (``--api``/RECU_API_URL, ``--token``/RECU_API_TOKEN).
 A searched field is given as ``PATH=KIND:ARGS``: ``tau.tau_s=uniform:0.85:0.94``,
 ``optimizer.lr=loguniform:0.01:0.3``, ``tau.tau_e=grid:0.97,0.99``,
 ``binary_options.clamp=choice:true,false``. Without any, the paper's advice is searched:
-tau_s in [0.85, 0.94], tau_e in [0.96, 0.999].
+tau_s in [0.85, 0.94], tau_e in [0.96, 0.999]. ``--seeds 0,1,2`` runs every point once per
+seed; ``sweep-status`` then shows each point's mean ± std over its seeds.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from recu_cli.output import console, metric_text, print_json, print_line
 from recu_cli.overrides import SpecError, parse_value
 from recu_cli.specs import SetOption, build_spec, load_config, validate
 from recu_core.sweepspec import SweepSpec
+from recu_core.text import percent
 
 PAPER_SPACE = {
     "tau.tau_s": {"kind": "uniform", "low": 0.85, "high": 0.94},
@@ -65,6 +67,57 @@ def parse_dimension(text: str) -> tuple[str, dict[str, Any]]:
     raise typer.BadParameter(f"{text!r}: unknown kind {kind!r}; expected one of {forms}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]; a usage error naming the form otherwise."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise usage_error(
+            f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 0,1,2"
+        ) from None
+
+
+def spread_text(spread: dict[str, Any]) -> str:
+    """An accuracy's mean ± sample std over seeds, in percent: ``91.3 ± 0.4%`` (the mean
+    alone, ``91.3%``, from one seed; nothing before any)."""
+    if spread["mean"] is None:
+        return ""
+    if spread["std"] is None:
+        return percent(spread["mean"])
+    return f"{100 * spread['mean']:.1f} ± {percent(spread['std'])}"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+        for k, v in params.items()
+    )
+
+
+def groups_table(sweep: dict[str, Any]) -> Table:
+    """One row per point of the space: its seeds, how many reported, and the mean ± std
+    over them of the best and the latest test accuracy (``*``: the best group)."""
+    metric = sweep["spec"]["metric"]
+    columns = ["group", "params", "seeds", "reported", "best test acc", "last test acc"]
+    if metric not in ("test_acc", "best_test_acc"):
+        columns.append(metric)
+    table = Table(*columns, title="seed groups (mean ± std over seeds)")
+    for group in sweep["groups"]:
+        row = [
+            f"{group['index']}{' *' if group['best'] else ''}",
+            _params_text(group["params"]) or "(the base job)",
+            ",".join(map(str, group["seeds"])),
+            f"{group['reported']}/{len(group['seeds'])}",
+            spread_text(group["best_test_acc"]),
+            spread_text(group["last_test_acc"]),
+        ]
+        if len(columns) > len(row):
+            mean, std = group["metric"]["mean"], group["metric"]["std"]
+            row.append(metric_text(metric, mean) + ("" if std is None else f" ± {std:.4f}"))
+        table.add_row(*row)
+    return table
+
+
 def _table(sweep: dict[str, Any]) -> Group:
     metric = sweep["spec"]["metric"]
     epochs = sweep["spec"]["base"]["epochs"]
@@ -72,15 +125,11 @@ def _table(sweep: dict[str, Any]) -> Group:
     best_id = (sweep["best"] or {}).get("trial_id")
     for trial in sweep["trials"]:
         value = trial["metrics"][-1].get(metric) if trial["metrics"] else None
-        params = ", ".join(
-            f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-            for k, v in trial["params"].items()
-        )
         table.add_row(
             f"{trial['index']}{' *' if trial['id'] == best_id else ''}",
             str(trial["id"]),
             trial["state"],
-            params,
+            _params_text(trial["params"]),
             f"{trial['current_epoch']}/{epochs}",
             metric_text(metric, value),
         )
@@ -92,8 +141,12 @@ def _table(sweep: dict[str, Any]) -> Group:
         if best
         else ""
     )
+    if sweep.get("best_group") is not None:
+        line += f"; best group {sweep['best_group']} (by its mean {metric} over seeds)"
     if sweep.get("pending_reason"):
         line += f" ({sweep['pending_reason']})"
+    if sweep.get("groups"):
+        return Group(table, groups_table(sweep), line)
     return Group(table, line)
 
 
@@ -132,6 +185,20 @@ def sweep(
     max_concurrent: Annotated[
         int | None, typer.Option(help="max_concurrent_trials: trials at once.")
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="seeds, e.g. 0,1,2: every point runs once per seed, and sweep-status "
+            "shows each point's mean ± std over them (no ASHA unless --scheduler asha)."
+        ),
+    ] = None,
+    rank_by: Annotated[
+        str | None,
+        typer.Option(
+            help="rank_by: trial (the best single trial) or group-mean (the point with the "
+            "best mean over its seeds; needs --seeds)."
+        ),
+    ] = None,
     ranks: RanksOption = None,
     old_workers: OldRanksOption = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
@@ -158,6 +225,8 @@ def sweep(
             "metric": metric,
             "mode": mode,
             "max_concurrent_trials": max_concurrent,
+            "seeds": parse_seeds(seeds) if seeds is not None else None,
+            "rank_by": rank_by.replace("-", "_") if rank_by is not None else None,
         }
         body = build_spec(
             SweepSpec, config=config, shortcuts=shortcuts, sets=overrides or (), extra=QUEUE_FIELDS
@@ -173,8 +242,50 @@ def sweep(
         if as_json and not wait:
             print_json(created)
             return
-        line = f"sweep {created['id']} {created['state']}: {len(created['trials'])} trials"
-        (stderr if as_json else console).print(line, markup=False, highlight=False)
+        _announce(created, quiet=as_json)
+        if wait:
+            _follow(client, created["id"], quiet=as_json)
+
+
+def _announce(sweep: dict[str, Any], *, quiet: bool) -> None:
+    """``sweep ID queued: N trials`` (and its points x seeds), on stderr when ``quiet``."""
+    line = f"sweep {sweep['id']} {sweep['state']}: {len(sweep['trials'])} trials"
+    if sweep["groups"]:
+        seeds = len(sweep["groups"][0]["seeds"])
+        line += f" ({len(sweep['groups'])} point(s) x {seeds} seed(s))"
+    (stderr if quiet else console).print(line, markup=False, highlight=False)
+
+
+def submit_seeds(
+    job: dict[str, Any],
+    seeds: str,
+    service: Service,
+    headers: dict[str, str],
+    *,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """``recu submit --seeds``: the job once per seed, as a sweep of seeds only (its
+    queue fields the sweep's); says so and names the sweep, --wait follows it."""
+    queued = {k: job[k] for k in QUEUE_FIELDS if k in job}
+    base = {k: v for k, v in job.items() if k not in QUEUE_FIELDS}
+    body = {"base": base, "seeds": parse_seeds(seeds), **queued}
+    try:
+        validate(SweepSpec, body, extra=QUEUE_FIELDS)
+    except SpecError as err:
+        raise usage_error(str(err)) from None
+    with connected(service) as client:
+        created = check(client.post("/sweeps", json=body, headers=headers))
+        if as_json and not wait:
+            print_json(created)
+            return
+        (stderr if as_json else console).print(
+            f"--seeds: submitted a sweep of seeds only (the job once per seed); follow it "
+            f"with 'recu sweep-status {created['id']}'",
+            markup=False,
+            highlight=False,
+        )
+        _announce(created, quiet=as_json)
         if wait:
             _follow(client, created["id"], quiet=as_json)
 
@@ -257,8 +368,9 @@ def sweep_status(
     token: TokenOption = None,
 ) -> None:
     """One sweep as a table of its trials, each with its job id (what 'recu status',
-    'logs' and 'checkpoints' take); --wait follows it live (--json: the GET /sweeps/ID
-    answer, with --wait once it has ended)."""
+    'logs' and 'checkpoints' take), and with seeds a table of its points' mean ± std over
+    seeds; --wait follows it live (--json: the GET /sweeps/ID answer, with --wait once it
+    has ended)."""
     service = Service.of(api, token)
     if not wait:
         view = call(service, "GET", f"/sweeps/{sweep_id}", params={"max_points": 1})
