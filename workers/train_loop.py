@@ -26,7 +26,7 @@ import torch
 from recu_core.paths import confined_root
 from recu_core.settings import DataSettings
 from recu_core.train import EpochReport, TrainingStoppedError, train
-from recu_db import queue, reads
+from recu_db import queue, reads, results
 from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.queue import Lease
 from recu_db.retry import retry_transient
@@ -124,7 +124,10 @@ def run_training(
         start = None
         if resume_from is None:  # a resumed chained job has its own weights already
             start = retry_transient(lambda: upstream.init_weights(db, spec, tmp), seconds=lease_s)
-        distill = retry_transient(lambda: upstream.teacher(db, spec, tmp), seconds=lease_s)
+        teacher = retry_transient(lambda: upstream.teacher(db, spec, tmp), seconds=lease_s)
+        lines = [taken.line for taken in (start, teacher) if taken is not None]
+        if rank == 0 and lines:
+            retry_transient(lambda: results.append_logs(db, lease, lines), seconds=lease_s)
         try:
             train(
                 config,
@@ -132,8 +135,8 @@ def run_training(
                 resume_from=resume_from,
                 should_stop=watch.requested if watch else None,
                 on_start=on_start,
-                init_weights=start,
-                distill=distill,
+                init_weights=None if start is None else start.path,
+                distill=None if teacher is None else teacher.distillation,
             )
         except TrainingStoppedError as err:
             reason = watch.reason if watch else None

@@ -8,6 +8,7 @@ is missing (pruned, or none stored) fails the job with a message that says so.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from recu_core.distill import Distillation
@@ -31,7 +32,15 @@ def write_checkpoint(db: queue.Db, ckpt: Checkpoint, path: Path) -> bool:
     return digest.hexdigest() == ckpt.sha256
 
 
-def fetch(db: queue.Db, job_id: int, which: str, path: Path) -> Path:
+@dataclass(frozen=True)
+class Taken:
+    """A checkpoint of another job, written to ``path``, and what the job's log says of it."""
+
+    path: Path
+    line: str
+
+
+def fetch(db: queue.Db, job_id: int, which: str, path: Path) -> Taken:
     """Job ``job_id``'s best or last checkpoint, written to ``path``."""
     with db() as session:
         _stored, best, last = reads.best_and_last(session, job_id)
@@ -42,21 +51,38 @@ def fetch(db: queue.Db, job_id: int, which: str, path: Path) -> Path:
         raise UpstreamError(
             f"checkpoint {chosen.id} ({which}) of job {job_id} fails its sha256 check"
         )
-    return path
+    line = (
+        f"job {job_id}'s {which} checkpoint {chosen.id} "
+        f"(epoch {chosen.epoch}, sha256 {chosen.sha256[:12]})"
+    )
+    return Taken(path, line)
 
 
-def init_weights(db: queue.Db, spec: JobSpec, workdir: Path) -> Path | None:
-    """The checkpoint file whose weights start the job (None without ``init_from``)."""
+def init_weights(db: queue.Db, spec: JobSpec, workdir: Path) -> Taken | None:
+    """The checkpoint whose weights start the job (None without ``init_from``)."""
     if spec.init_from is None:
         return None
     source = spec.init_from
-    return fetch(db, source.job_id, source.checkpoint, workdir / "init.safetensors")
+    taken = fetch(db, source.job_id, source.checkpoint, workdir / "init.safetensors")
+    return Taken(taken.path, f"starting from the weights of {taken.line}")
 
 
-def teacher(db: queue.Db, spec: JobSpec, workdir: Path) -> Distillation | None:
+@dataclass(frozen=True)
+class Teacher:
+    """A loaded distillation teacher and what the job's log says of it."""
+
+    distillation: Distillation
+    line: str
+
+
+def teacher(db: queue.Db, spec: JobSpec, workdir: Path) -> Teacher | None:
     """The job's distillation teacher, loaded (None without ``distill``)."""
     if spec.distill is None:
         return None
     how = spec.distill
-    path = fetch(db, how.teacher_job_id, how.checkpoint, workdir / "teacher.safetensors")
-    return Distillation(load_trained_model(path), how.temperature, how.weight)
+    taken = fetch(db, how.teacher_job_id, how.checkpoint, workdir / "teacher.safetensors")
+    model = load_trained_model(taken.path)
+    return Teacher(
+        Distillation(model, how.temperature, how.weight),
+        f"distilling from {taken.line}, temperature {how.temperature:g}, weight {how.weight:g}",
+    )
