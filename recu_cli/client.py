@@ -14,6 +14,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from recu_cli.chains import (
+    AfterOption,
+    DistillFromOption,
+    InitFromOption,
+    TwoStageOption,
+    chain_shortcuts,
+    submit_two_stage,
+    two_stages,
+)
 from recu_cli.connection import (
     ApiOption,
     JsonOption,
@@ -92,6 +101,10 @@ def submit(
     ranks: RanksOption = None,
     old_workers: OldRanksOption = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
+    after: AfterOption = None,
+    init_from: InitFromOption = None,
+    distill_from: DistillFromOption = None,
+    two_stage: TwoStageOption = False,
     seeds: Annotated[
         str | None,
         typer.Option(
@@ -120,14 +133,21 @@ def submit(
         "resources.num_workers": ranks_given(ranks, old_workers),
     }
     try:
+        shortcuts |= chain_shortcuts(after, init_from, distill_from)
         body = build_spec(
             JobSpec, config=config, shortcuts=shortcuts, sets=overrides or (), extra=QUEUE_FIELDS
         )
         validate(JobSpec, body, extra=QUEUE_FIELDS)  # the API checks the queue's fields
+        if two_stage and seeds is not None:
+            raise SpecError("--two-stage and --seeds do not go together yet: submit one seed")
+        stages = two_stages(body) if two_stage else None
     except SpecError as err:
         raise usage_error(str(err)) from None
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     service = Service.of(api, token)
+    if stages is not None:
+        submit_two_stage(*stages, service, headers, wait=wait, as_json=as_json)
+        return
     if seeds is not None:  # a seed group is a sweep (sweep_client imports this module)
         from recu_cli.sweep_client import submit_seeds
 
@@ -139,16 +159,16 @@ def submit(
             print_json(job) if as_json else print_line(f"job {job['id']} {job['state']}")
             return
         (stderr if as_json else console).print(f"job {job['id']} {job['state']}")
-        ended = _follow(client, job["id"], job["spec"]["epochs"], quiet=as_json)
+        ended = follow_job(client, job["id"], job["spec"]["epochs"], quiet=as_json)
         checkpoints = check(client.get(f"/jobs/{job['id']}/checkpoints"))
     if as_json:
         best, last = best_and_last(checkpoints)
         print_json({**ended, "best_checkpoint": best, "last_checkpoint": last})
     else:
-        _print_checkpoint_ids(job["id"], checkpoints)
+        print_checkpoint_ids(job["id"], checkpoints)
 
 
-def _print_checkpoint_ids(job_id: int, checkpoints: list[dict[str, Any]]) -> None:
+def print_checkpoint_ids(job_id: int, checkpoints: list[dict[str, Any]]) -> None:
     """The job's best and last checkpoint ids and the command that downloads one."""
     best, last = best_and_last(checkpoints)
     if last is None:
@@ -184,7 +204,7 @@ def _follow_at(service: Service, job_id: int, on_event: EventHandler) -> None:
         _followed(client, job_id, on_event)
 
 
-def _follow(
+def follow_job(
     client: httpx.Client, job_id: int, epochs: int, *, quiet: bool = False
 ) -> dict[str, Any]:
     """Show the job's progress until it ends (its live stream; re-attached after an API
