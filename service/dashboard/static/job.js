@@ -38,14 +38,25 @@ function summary(job) {
     ...(job.finished_at ? [item("finished", when(job.finished_at))] : []),
   ];
   if (job.parent_id) rows.push(item("sweep", el("a", { href: `/ui/sweeps/${job.parent_id}` }, `#${job.parent_id}`)));
+  rows.push(...chainItems(s));
   document.getElementById("summary").replaceChildren(...rows.flat());
   document.getElementById("title").replaceChildren(`${job.kind === "trial" ? "Trial" : "Job"} #${job.id} `, badge(job.state));
   document.title = `recu · job ${job.id}`;
-  document.getElementById("cancel").hidden = !(job.state === "queued" || job.state === "running");
+  document.getElementById("cancel").hidden = !["waiting", "queued", "running"].includes(job.state);
   const error = document.getElementById("job-error");
   error.hidden = !job.error;
   error.textContent = job.error || "";
   liveBadge(job.terminal);
+}
+
+// The jobs this one waits for, starts from and distils from, as links.
+function chainItems(spec) {
+  const link = (id) => el("a", { href: `/ui/jobs/${id}`, "data-chain": id }, `#${id}`);
+  const out = [];
+  if (spec.after?.length) out.push(item("waits for", el("span", {}, ...spec.after.flatMap((id, i) => (i ? [", ", link(id)] : [link(id)])))));
+  if (spec.init_from) out.push(item("starts from", el("span", {}, link(spec.init_from.job_id), ` (${spec.init_from.checkpoint} checkpoint's weights)`)));
+  if (spec.distill) out.push(item("distils from", el("span", {}, link(spec.distill.teacher_job_id), ` (${spec.distill.checkpoint}, T = ${spec.distill.temperature})`)));
+  return out;
 }
 
 // Why there is nothing to plot yet, in words (null when there is).
@@ -53,6 +64,7 @@ function noEpochs(job) {
   if (state.metrics.length) return null;
   if (job.kind === "export") return "An export job trains nothing: it has no epochs.";
   if (job.state === "queued") return `No epochs yet: the job is queued (${job.pending_reason || "waiting for a worker"}).`;
+  if (job.state === "waiting") return `No epochs yet: the job is ${job.pending_reason || "waiting for the jobs it depends on"}.`;
   if (job.state === "running" || job.state === "cancelling") return `No epochs yet: attempt ${job.attempt} is running its first epoch.`;
   if (job.state === "failed") return "No epochs: the job failed before its first epoch (the error is above), so no metrics or telemetry were recorded.";
   return `No epochs: the job was ${job.state} before its first epoch, so no metrics or telemetry were recorded.`;

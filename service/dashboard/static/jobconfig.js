@@ -6,11 +6,12 @@ import { ApiError, api, bytes, el, when } from "/ui/static/api.js";
 // said); any spec field not named here is listed under "Other", so none is ever hidden.
 export const GROUPS = [
   ["Run", [["model", "model"], ["binary", "binary (ReCU layers)"], ["recipe", "recipe", "none"], ["epochs", "epochs"], ["batch_size", "batch size"], ["seed", "seed"], ["precision", "precision"], ["device", "device"], ["kernels", "kernels"], ["compile", "torch.compile"], ["channels_last", "channels_last"]]],
-  ["ReCU", [["tau.kind", "τ schedule"], ["tau.tau_s", "τ start (tau_s)"], ["tau.tau_e", "τ end (tau_e)"], ["binary_options.clamp", "clamp to ±Q(τ)"], ["binary_options.standardize", "weight standardisation"], ["binary_options.activation_ste", "activation STE"], ["binary_options.alpha", "alpha (channel scale)"], ["binary_options.scale_activations", "activation standardisation"]]],
+  ["ReCU", [["tau.kind", "τ schedule"], ["tau.tau_s", "τ start (tau_s)"], ["tau.tau_e", "τ end (tau_e)"], ["binary_options.clamp", "clamp to ±Q(τ)"], ["binary_options.standardize", "weight standardisation"], ["binary_options.activation_ste", "activation STE"], ["binary_options.alpha", "alpha (channel scale)"], ["binary_options.scale_activations", "activation standardisation"], ["binary_options.weights", "weights (stage)"], ["binary_options.weight_binarizer", "weight binarizer"], ["binary_options.biper_frequency", "BiPer frequency"], ["binary_options.biper_regularizer", "BiPer regulariser"], ["binary_options.activation_threshold", "sign threshold"], ["binary_options.activation", "block activation"], ["binary_options.reste_o_start", "ReSTE o start"], ["binary_options.reste_o_end", "ReSTE o end"]]],
   ["Optimiser", [["optimizer.name", "optimiser"], ["optimizer.lr", "learning rate"], ["optimizer.momentum", "momentum"], ["optimizer.weight_decay", "weight decay"], ["optimizer.warmup_epochs", "warm-up epochs", "default: min(5, epochs / 10)"], ["optimizer.lr_schedule", "lr schedule"], ["optimizer.label_smoothing", "label smoothing"]]],
   ["Data", [["dataset.name", "dataset"], ["dataset.root", "root", "the dataset's default"], ["dataset.num_train", "train images (at most)"], ["dataset.num_test", "test images (at most)"], ["dataset.val_fraction", "validation fraction"], ["dataset.split_seed", "split seed"], ["dataset.image_size", "image size"], ["dataset.crop_padding", "crop padding"], ["dataset.flip", "random flip"], ["dataset.loader", "loader"], ["dataset.crop_scale", "crop scale"], ["dataset.workers", "decoding workers"]]],
   ["Resources", [["resources.num_workers", "workers (DDP)"], ["resources.use_gpu", "GPU"], ["resources.gpus_per_worker", "GPUs per worker"], ["resources.cpus_per_worker", "CPUs per worker"]]],
   ["Checkpoints", [["checkpoint.every_epochs", "every N epochs"], ["checkpoint.keep", "keep newest"], ["checkpoint.export", "export .bnn"]]],
+  ["Chain", [["after", "waits for jobs", "none"], ["init_from", "starts from", "fresh weights"], ["init_from.job_id", "starts from job"], ["init_from.checkpoint", "its checkpoint"], ["distill", "distils from", "no teacher"], ["distill.teacher_job_id", "teacher job"], ["distill.checkpoint", "teacher's checkpoint"], ["distill.temperature", "temperature"], ["distill.weight", "soft-loss weight"]]],
 ];
 
 // Leaf values of a nested object as {dotted path: value}.
@@ -27,7 +28,7 @@ export function valueText(value, nullText = "default") {
   if (value === null || value === undefined) return nullText;
   if (value === true) return "on";
   if (value === false) return "off";
-  if (Array.isArray(value)) return value.join(" – ");
+  if (Array.isArray(value)) return value.length ? value.join(" – ") : nullText;
   return String(value);
 }
 
