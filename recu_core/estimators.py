@@ -31,6 +31,7 @@ Gradients are computed with ``torch.where`` on device tensors: no host synchroni
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -47,7 +48,7 @@ def reste_grad(x: Tensor, o: Tensor) -> Tensor:
     """g(x; o) of ReSTE (module docstring); ``o`` a 0-d tensor >= 1."""
     magnitude = x.abs()
     power = magnitude.clamp_min(RESTE_INTERVAL).pow((1 - o) / o) / o
-    near_zero = torch.pow(torch.as_tensor(RESTE_INTERVAL, dtype=x.dtype), 1 / o) / RESTE_INTERVAL
+    near_zero = torch.exp(math.log(RESTE_INTERVAL) / o) / RESTE_INTERVAL  # d^(1/o) / d
     inside = torch.where(magnitude <= RESTE_INTERVAL, near_zero.to(x.dtype), power)
     return torch.where(magnitude <= RESTE_CLIP, inside, torch.zeros_like(x))
 
