@@ -1,6 +1,8 @@
-"""Why a queued job has not started: its ``pending_reason``, computed on read.
+"""Why a queued or waiting job has not started: its ``pending_reason``, computed on read.
 
-From what the live workers published (``recu_db.cluster``: rows seen in the last
+A waiting job (it names other jobs: ``recu_db.dependencies``) says ``waiting for job 3
+(running), job 5 (queued) to succeed``. A queued one's reason comes from what the live
+workers published (``recu_db.cluster``: rows seen in the last
 ``LIVE_S`` seconds), in this order:
 
 - ``no worker is connected to the queue ...``: no worker has published recently;
