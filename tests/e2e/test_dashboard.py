@@ -641,6 +641,10 @@ def test_compare_view_from_the_jobs_list(page, service):
     page.wait_for_timeout(2500)  # a refresh of the list keeps the tick
     assert page.is_checked(f"tr[data-job='{done}'] input.pick")
     page.check(f"tr[data-job='{other}'] input.pick")
+    asked: list[str] = []
+    page.on(
+        "request", lambda r: asked.append(r.url.removeprefix(api)) if "/ui/" not in r.url else None
+    )
     page.click("#compare")
     page.wait_for_url(re.compile(rf"/ui/compare\?jobs={done},{other}$"))
     page.wait_for_selector("body[data-loaded='compared']")
@@ -655,7 +659,52 @@ def test_compare_view_from_the_jobs_list(page, service):
     assert "cross-entropy loss (nats)" in axes
     best = http.get(f"/jobs/{done}").json()["best_test_acc"]
     assert _pct(best) in page.inner_text(f"#compare-jobs tr[data-job='{done}']")
+    # one request: GET /compare gives the jobs, their curves and the differences
+    assert [u for u in asked if "/jobs/" in u or "/compare" in u] == [
+        f"/compare?jobs={done},{other}&max_points=500"
+    ]
+    differences = http.get("/compare", params={"jobs": f"{done},{other}"}).json()["differences"]
+    assert [d["path"] for d in differences] == ["optimizer.weight_decay", "seed"]
     _shot(page, "compare")
+
+
+def test_sweep_page_shows_seed_groups_and_marks_the_best_group(page, service):
+    """A sweep with seeds ranked by group mean: the groups table shows each point's mean
+    ± std over its seeds (as the CLI does) and marks the group the API names best, which
+    is not the point of the best single trial."""
+    http, api, db = service["http"], service["service"].api, service["db"]
+    body = {
+        "base": SPEC,
+        "space": {"tau.tau_s": {"kind": "grid", "values": [0.85, 0.9]}},
+        "search": "grid",
+        "seeds": [0, 1],
+        "rank_by": "group_mean",
+        "priority": 70,
+    }
+    sweep = http.post("/sweeps", json=body)
+    assert sweep.status_code == 201, sweep.text
+    sweep = sweep.json()["id"]
+    lease = queue.claim(db, "test", lease_s=120)
+    assert lease.job_id == sweep
+    for key, acc in (("0", 0.95), ("1", 0.50), ("2", 0.91), ("3", 0.92)):
+        trial = trials.start_trial(db, lease, key)
+        assert queue.record_epoch(db, trial, 1, {"test_acc": acc, "best_test_acc": acc})
+        assert trials.end_trial(db, lease, key, JobState.SUCCEEDED, "")
+    assert queue.finish(db, lease, JobState.SUCCEEDED)
+    view = http.get(f"/sweeps/{sweep}").json()
+    assert view["best_group"] == 1
+    page.goto(f"{api}/ui/sweeps/{sweep}")
+    page.wait_for_selector("body[data-loaded='succeeded']")
+    assert page.locator("#groups tbody tr").count() == 2
+    assert _attributes(page, "#groups tbody tr.best", "data-group") == ["1"]
+    best = _texts(page, "#groups tr[data-group='1'] td")
+    # 0.91, 0.92: mean 91.5%, sample std 0.71 points
+    assert best == ["1", "0.9000", "0, 1", "2/2", "91.5 ± 0.7%", "91.5 ± 0.7%", "★ best group"]
+    assert _texts(page, "#groups tr[data-group='0'] td")[4] == "72.5 ± 31.8%"
+    assert "Ranked by the mean test_acc" in page.inner_text("#groups-caption")
+    assert page.get_attribute("#trials tr.best", "data-trial") == str(view["best"]["trial_id"])
+    assert "seed" in _texts(page, "#trial-head th")
+    _shot(page, "sweep-seed-groups")
 
 
 def test_a_40_layer_heat_map_stays_readable(page, service):

@@ -1,9 +1,11 @@
 // One sweep: summary, best trial and its checkpoint, tau_s x tau_e coloured by the
-// metric (best ringed), every trial's metric curve, the trials table. Until the sweep is
-// terminal (the API's `terminal`) the page follows GET /sweeps/{id}/stream, whose `sweep`
-// events are the whole view (GET /sweeps/{id}?max_points=200); it polls every 2 s only
-// when the stream is unavailable (live.js).
-import { ApiError, api, badge, clearError, el, fmt, header, metricText, notFound, pendingNote, poll, showError, when } from "/ui/static/api.js";
+// metric (best ringed), every trial's metric curve, the seed groups (each point's mean ±
+// std over its seeds, the best group marked when ranked by group mean), the trials table.
+// Until the sweep is terminal (the API's `terminal`) the page follows
+// GET /sweeps/{id}/stream, whose `sweep` events are the whole view
+// (GET /sweeps/{id}?max_points=200); it polls every 2 s only when the stream is
+// unavailable (live.js).
+import { ApiError, api, badge, clearError, el, fmt, header, metricText, notFound, pct, pendingNote, poll, showError, when } from "/ui/static/api.js";
 import { lineChart, scatter } from "/ui/static/charts.js";
 import { follow, liveBadge } from "/ui/static/live.js";
 import { CURVES } from "/ui/static/units.js";
@@ -44,6 +46,7 @@ function summary(sweep) {
     item("search", `${s.search}, ${s.num_samples} sample(s), ${s.max_concurrent_trials} at once`),
     item("scheduler", s.scheduler.kind),
     item("space", el("ul", { class: "space" }, ...Object.entries(s.space).map(([k, d]) => el("li", {}, `${k}: ${dimension(d)}`)))),
+    ...(s.seeds ? [item("seeds", `${s.seeds.join(", ")} (every point once per seed), ranked by ${s.rank_by === "group_mean" ? "group mean" : "trial"}`)] : []),
     item("trials", Object.entries(sweep.trial_counts).map(([k, n]) => `${n} ${k}`).join(", ")),
     item("created", when(sweep.created_at)),
   ];
@@ -121,9 +124,48 @@ function charts(sweep) {
   });
 }
 
-function table(sweep) {
+// An accuracy's mean ± sample std over a group's seeds, as the CLI prints it: 91.3 ± 0.4%.
+function spreadText(spread) {
+  if (spread.mean === null) return "";
+  if (spread.std === null) return pct(spread.mean);
+  return `${(100 * spread.mean).toFixed(1)} ± ${pct(spread.std)}`;
+}
+
+function groupsTable(sweep) {
+  const section = document.getElementById("groups-section");
+  section.hidden = !sweep.groups.length;
+  if (!sweep.groups.length) return;
   const metric = sweep.spec.metric;
   const paths = Object.keys(sweep.spec.space);
+  const other = /_acc$/.test(metric) ? [] : [metric]; // accuracies are in the table already
+  document.getElementById("groups-caption").textContent =
+    sweep.spec.rank_by === "group_mean"
+      ? `Each point run once per seed: mean ± std over the seeds that reported. Ranked by the mean ${metric}; ★ marks the best group.`
+      : "Each point run once per seed: mean ± std over the seeds that reported.";
+  document.getElementById("group-head").replaceChildren(
+    ...["group", ...paths, "seeds", "reported", "best test acc", "last test acc", ...other, ""].map((h) => el("th", {}, h)),
+  );
+  document.querySelector("#groups tbody").replaceChildren(
+    ...sweep.groups.map((g) =>
+      el(
+        "tr",
+        { "data-group": g.index, class: g.best ? "best" : null },
+        el("td", { class: "num" }, g.index),
+        ...paths.map((p) => el("td", { class: "num" }, fmt(g.params[p]))),
+        el("td", {}, g.seeds.join(", ")),
+        el("td", { class: "num" }, `${g.reported}/${g.seeds.length}`),
+        el("td", { class: "num" }, spreadText(g.best_test_acc)),
+        el("td", { class: "num" }, spreadText(g.last_test_acc)),
+        ...other.map(() => el("td", { class: "num" }, g.metric.mean === null ? "" : `${fmt(g.metric.mean)}${g.metric.std === null ? "" : ` ± ${fmt(g.metric.std)}`}`)),
+        el("td", {}, g.best ? "★ best group" : ""),
+      ),
+    ),
+  );
+}
+
+function table(sweep) {
+  const metric = sweep.spec.metric;
+  const paths = [...Object.keys(sweep.spec.space), ...(sweep.spec.seeds ? ["seed"] : [])];
   document.getElementById("trial-head").replaceChildren(
     ...["trial", "job", "state", ...paths, "epoch", metric, ""].map((h) => el("th", {}, h)),
   );
@@ -148,6 +190,7 @@ function draw(sweep) {
   clearError();
   summary(sweep);
   charts(sweep);
+  groupsTable(sweep);
   table(sweep);
   document.body.dataset.loaded = sweep.state;
 }
