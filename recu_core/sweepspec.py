@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from recu_core.config import StrictModel
 from recu_core.jobspec import JobSpec
@@ -45,7 +52,15 @@ METRICS = get_args(SweepMetric)
 RankBy = Literal["trial", "group_mean"]
 #: At most this many seeds per point (a group's mean +- std needs a handful, not hundreds).
 MAX_SEEDS = 20
-TrainingSeed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+def _whole(value: Any) -> Any:
+    """A whole float as its int (JSON's ``3.0`` is ``3``: ``whole_numbers_as_int`` for the
+    items of a list)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+TrainingSeed = Annotated[int, BeforeValidator(_whole), Field(ge=0, le=2**31 - 1)]
 
 
 class Grid(StrictModel):
