@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self, get_args
 
+from annotated_types import Ge, Le
 from pydantic import (
     BeforeValidator,
     ConfigDict,
@@ -60,7 +61,7 @@ def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-TrainingSeed = Annotated[int, BeforeValidator(_whole), Field(ge=0, le=2**31 - 1)]
+TrainingSeed = Annotated[int, Ge(0), Le(2**31 - 1), BeforeValidator(_whole)]
 
 
 class Grid(StrictModel):
