@@ -55,9 +55,7 @@ INPUTS = {  # as tests/unit/test_models.py: small inputs keep the suite fast
 def _model(name: str, options: BinaryOptions, seed: int = 0) -> torch.nn.Module:
     channels, size = INPUTS[name]
     torch.manual_seed(seed)
-    return create_model(
-        name, num_classes=5, in_channels=channels, image_size=size, options=options
-    )
+    return create_model(name, num_classes=5, in_channels=channels, image_size=size, options=options)
 
 
 def _x(name: str, seed: int = 1) -> torch.Tensor:
@@ -73,14 +71,17 @@ def test_defaults_are_recu():
     assert (options.weights, options.weight_binarizer) == ("binary", "recu")
     assert (options.activation_threshold, options.activation) == ("none", "hardtanh")
     assert options.activation_ste == "approx_sign"
-    assert options.clamp and options.standardize
+    assert options.clamp
+    assert options.standardize
 
 
 def test_biper_defaults_to_its_recipe_and_explicit_fields_win():
     biper = BinaryOptions(weight_binarizer="biper")
-    assert not biper.clamp and not biper.standardize
+    assert not biper.clamp
+    assert not biper.standardize
     explicit = BinaryOptions.model_validate({"weight_binarizer": "biper", "standardize": True})
-    assert explicit.standardize and not explicit.clamp
+    assert explicit.standardize
+    assert not explicit.clamp
     stored = TrainConfig(binary_options=biper).stored()
     assert TrainConfig.model_validate(stored).binary_options == biper
 
@@ -114,7 +115,8 @@ def test_reste_exponent_schedule_is_reste_cosine_ramp():
     ratio = np.arange(epochs + 1) / epochs
     expected = 1 + (1 - np.cos(ratio * np.pi / 2)) * (3 - 1)  # ReSTE main.py, o_end = 3
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-14)
-    assert got[0] == 1.0 and got[-1] == pytest.approx(3.0)
+    assert got[0] == 1.0
+    assert got[-1] == pytest.approx(3.0)
     assert np.all(np.diff(got) > 0)
 
 
@@ -213,7 +215,8 @@ def test_gradient_only_options_leave_the_forward_bit_identical():
             model = _model("resnet20", BinaryOptions(**options)).train(train)
             set_tau(model, 0.9)
             outputs.append(model(_x("resnet20")))
-        assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
+        assert torch.equal(outputs[0], outputs[1])
+        assert torch.equal(outputs[0], outputs[2])
 
 
 # --- BiPer and real weights --------------------------------------------------------------
@@ -247,9 +250,7 @@ def test_biper_composes_with_standardise_and_clamp_when_asked():
 
 def test_biper_regularization_loss_and_its_gradient():
     lam, f = 0.05, 7.0
-    options = BinaryOptions(
-        weight_binarizer="biper", biper_frequency=f, biper_regularizer=lam
-    )
+    options = BinaryOptions(weight_binarizer="biper", biper_frequency=f, biper_regularizer=lam)
     model = _model("resnet20", options).double()
     weights = [layer.weight.detach().numpy().copy() for _, layer in binary_layers(model)]
     loss = regularization_loss(model)
@@ -264,7 +265,9 @@ def test_biper_regularization_loss_and_its_gradient():
 def test_regularization_loss_is_exactly_zero_without_biper():
     for options in (BinaryOptions(), BinaryOptions(weight_binarizer="biper", biper_regularizer=0)):
         loss = regularization_loss(_model("resnet20", options))
-        assert loss.item() == 0.0 and loss.ndim == 0 and not loss.requires_grad
+        assert loss.item() == 0.0
+        assert loss.ndim == 0
+        assert not loss.requires_grad
 
 
 @pytest.mark.parametrize("binarizer", ["recu", "biper"])
@@ -284,7 +287,8 @@ def test_real_weights_use_the_presign_value_with_binary_inputs(binarizer):
     assert len(np.unique(v)) > 2  # real-valued
     alpha = layer.alpha.detach().numpy().reshape(-1, 1, 1, 1)
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
-    expected = F.conv2d(torch.where(x >= 0, 1.0, -1.0).double(), torch.from_numpy(v * alpha), padding=1)
+    signs = torch.where(x >= 0, 1.0, -1.0).double()
+    expected = F.conv2d(signs, torch.from_numpy(v * alpha), padding=1)
     torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -354,7 +358,8 @@ def test_rprelu_forward_and_gradients_match_numpy():
 def test_rprelu_sits_after_batchnorm_and_residual_in_every_block():
     model = _model("resnet18", BinaryOptions(activation="rprelu"))
     block = model.blocks[0]
-    assert isinstance(block.act1, RPReLU) and isinstance(block.act2, RPReLU)
+    assert isinstance(block.act1, RPReLU)
+    assert isinstance(block.act2, RPReLU)
     x = torch.randn(2, 64, 8, 8)
     with torch.no_grad():
         block.act2.zeta.fill_(0.7)
@@ -405,7 +410,8 @@ def test_options_add_only_their_own_state_dict_keys(name):
         assert _added_keys(name, option) == set()
     assert _added_keys(name, "rsign") == {f"{n}.threshold" for n in convs}
     added = _added_keys(name, "rprelu")
-    assert added and all(k.rsplit(".", 1)[1] in {"gamma", "slope", "zeta"} for k in added)
+    assert added
+    assert all(k.rsplit(".", 1)[1] in {"gamma", "slope", "zeta"} for k in added)
     assert len(added) == 3 * len(convs)  # one RPReLU per binary conv
 
 
