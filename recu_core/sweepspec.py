@@ -236,7 +236,7 @@ class SweepSpec(StrictModel):
     )
     scheduler: Scheduler = Field(
         default_factory=Scheduler,
-        description="ASHA by default; with seeds, none by default (ASHA would stop a "
+        description="kind ASHA by default; with seeds, none by default (ASHA would stop a "
         "point's weaker seeds early and bias its mean).",
     )
     metric: SweepMetric = "test_acc"
@@ -263,10 +263,13 @@ class SweepSpec(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _no_asha_by_default_over_seeds(cls, data: Any) -> Any:
-        """With seeds and no scheduler given, run every seed to its end (scheduler
+        """With seeds and no scheduler.kind given, run every seed to its end (kind
         'none'): a group's mean over seeds ASHA stopped early would mix epochs."""
-        if isinstance(data, dict) and data.get("seeds") and "scheduler" not in data:
-            return {**data, "scheduler": {"kind": "none"}}
+        if not isinstance(data, dict) or not data.get("seeds"):
+            return data
+        scheduler = data.get("scheduler", {})
+        if isinstance(scheduler, dict) and "kind" not in scheduler:
+            return {**data, "scheduler": {**scheduler, "kind": "none"}}
         return data
 
     @field_validator("seeds")
