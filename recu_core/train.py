@@ -30,7 +30,12 @@ from recu_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from recu_core.config import TrainConfig
 from recu_core.data import Dataset, Loader, has_split, load_dataset, make_loader
 from recu_core.distill import Distillation
-from recu_core.layers import set_tau, use_compiled_kernels
+from recu_core.layers import (
+    regularization_loss,
+    set_epoch_progress,
+    set_tau,
+    use_compiled_kernels,
+)
 from recu_core.manifest import RunManifest
 from recu_core.models import create_model
 from recu_core.provenance import collect_manifest
@@ -295,6 +300,7 @@ def train(
         started = time.perf_counter()
         tau = tau_at(config.tau, epoch, config.epochs)
         set_tau(model, tau)
+        set_epoch_progress(model, epoch, config.epochs)  # ReSTE's o, EDE's t and k
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
@@ -318,6 +324,7 @@ def train(
                 loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
                 if distill is not None:
                     loss = distill.loss(x, logits, loss)
+                loss = loss + regularization_loss(model)  # BiPer's term; 0 for ReCU
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
