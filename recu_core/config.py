@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Annotated, Any, Literal, Self, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -86,16 +86,38 @@ def _int_fields(model: type[BaseModel]) -> frozenset[str]:
     )
 
 
+@functools.cache
+def _int_list_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` whose type is a list of ints (constrained or not)."""
+
+    def int_items(annotation: Any) -> bool:
+        if get_origin(annotation) is not list:
+            return False
+        (item,) = get_args(annotation)
+        return item is int or (get_origin(item) is Annotated and get_args(item)[0] is int)
+
+    return frozenset(
+        name for name, field in model.model_fields.items() if int_items(field.annotation)
+    )
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def whole_numbers_as_int(model: type[BaseModel], data: Any) -> Any:
-    """``data`` with a whole float in an int field as that int: JSON has one number type
-    (``3.0`` is ``3``, as JSON Schema's "integer" says; JavaScript cannot tell them apart),
-    while the strict models refuse any other coercion ("3", true, 3.5 stay refused)."""
+    """``data`` with a whole float in an int field (or in a list of ints) as that int:
+    JSON has one number type (``3.0`` is ``3``, as JSON Schema's "integer" says; JavaScript
+    cannot tell them apart), while the strict models refuse any other coercion ("3",
+    true, 3.5 stay refused)."""
     if not isinstance(data, dict):
         return data
-    ints = _int_fields(model)
+    ints, lists = _int_fields(model), _int_list_fields(model)
     return {
-        key: int(value)
-        if key in ints and isinstance(value, float) and value.is_integer()
+        key: _whole(value)
+        if key in ints
+        else [_whole(item) for item in value]
+        if key in lists and isinstance(value, list)
         else value
         for key, value in data.items()
     }

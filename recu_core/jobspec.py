@@ -81,7 +81,7 @@ class CheckpointPolicy(StrictModel):
     )
 
 
-JobId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+JobId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 CheckpointChoice = Literal["best", "last"]
 
 

@@ -12,8 +12,9 @@ be training jobs or trials, and not have failed already.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,22 +45,35 @@ def states_of(session: Session, ids: Sequence[int]) -> dict[int, str]:
     return {job_id: state for job_id, state in rows}  # noqa: C416 (rows: Row objects)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Why a named job cannot be waited for: ``missing`` (unknown, or another user's: the
+    same words, so nothing is told of others' jobs) or ``unusable`` (not a training job
+    or trial; already failed, cancelled or stopped)."""
+
+    job_id: int
+    kind: Literal["missing", "unusable"]
+    message: str
+
+
 def problems(
     session: Session, ids: Sequence[int], *, user_id: int | None, admin: bool
-) -> list[tuple[int, str]]:
-    """(job id, why) for each of these dependencies that cannot be waited for: unknown or
-    another user's (the same words: as the API's 404s, they tell nothing of others' jobs),
-    not a training job or trial, or already failed, cancelled or stopped."""
+) -> list[Problem]:
+    """The problems of these dependencies (empty: each can be waited for)."""
     found = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
     out = []
     for job_id in ids:
         job = found.get(job_id)
         if job is None or not (admin or job.user_id == user_id):
-            out.append((job_id, f"job {job_id} does not exist (or is not yours)"))
+            out.append(Problem(job_id, "missing", f"job {job_id} does not exist (or is not yours)"))
         elif job.kind not in DEPENDABLE:
-            out.append((job_id, f"job {job_id} is a {job.kind} job, not a training job"))
+            out.append(
+                Problem(job_id, "unusable", f"job {job_id} is a {job.kind} job, not a training job")
+            )
         elif job.state in _BROKEN:
-            out.append((job_id, f"job {job_id} has {job.state}: it can never succeed"))
+            out.append(
+                Problem(job_id, "unusable", f"job {job_id} has {job.state}: it can never succeed")
+            )
     return out
 
 

@@ -27,6 +27,13 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 _SUBMIT: dict[int | str, dict[str, Any]] = {
     400: error_description("The body is not JSON (not even UTF-8)."),
     413: error_description("The request body is larger than RECU_MAX_REQUEST_BYTES."),
+    404: error_description(
+        "A job named by after, init_from or distill does not exist (or is not yours)."
+    ),
+    409: error_description(
+        "A job named by after, init_from or distill is not a training job, or has failed, "
+        "been cancelled or stopped: it can never succeed."
+    ),
     429: error_description("The user already has RECU_MAX_QUEUED_PER_USER queued jobs and sweeps."),
 }
 

@@ -116,33 +116,25 @@ def check_limits(
     return errors
 
 
-def check_dependencies(
-    makers: Any, spec: JobSpec, principal: Principal, loc: tuple[str, ...] = ("body",)
-) -> list[dict[str, Any]]:
-    """422 errors for the jobs ``spec`` waits for (``recu_db.dependencies.problems``):
-    each must be the caller's own training job (an admin may name anyone's) that has not
-    failed; the error's loc is the field that names it."""
+def refuse_bad_dependencies(makers: Any, spec: JobSpec, principal: Principal) -> None:
+    """The jobs ``spec`` waits for (``recu_db.dependencies.problems``) must each be the
+    caller's own (an admin may name anyone's) training job that has not failed: 404 names
+    those that do not exist (or are not the caller's), else 409 those that can never
+    succeed."""
     ids = spec.dependencies
     if not ids:
-        return []
+        return
     owner = owner_filter(principal)
     with makers() as session:
         found = dependencies.problems(session, ids, user_id=owner, admin=owner is None)
-    fields = dict.fromkeys(spec.after, "after")
-    if spec.init_from is not None:
-        fields[spec.init_from.job_id] = "init_from"
-    if spec.distill is not None:
-        fields[spec.distill.teacher_job_id] = "distill"
-    return [
-        {
-            "type": "value_error",
-            "loc": (*loc, fields[job_id]),
-            "msg": f"{problem}; a job may wait for, start from or learn from only a training "
-            "job of your own that has not failed",
-            "input": job_id,
-        }
-        for job_id, problem in found
-    ]
+    rule = (
+        "a job may wait for (after), start from (init_from) or learn from (distill) only "
+        "a training job or trial of your own that has not failed"
+    )
+    for kind, code in (("missing", 404), ("unusable", 409)):
+        named = [p.message for p in found if p.kind == kind]
+        if named:
+            raise HTTPException(status_code=code, detail=f"{'; '.join(named)}: {rule}")
 
 
 def check_resources(
@@ -190,9 +182,10 @@ async def submit_job(
 
     def submit() -> tuple[JobPublic, bool]:
         spec = JobSpec.from_fields(body)
-        errors = check_limits(spec, settings) + check_dependencies(makers, spec, principal)
+        errors = check_limits(spec, settings)
         if errors:
             raise RequestValidationError(errors)
+        refuse_bad_dependencies(makers, spec, principal)
         refuse_unschedulable(makers, settings, spec.resources, loc=("body", "resources"))
         job, created = queue.submit(
             makers,

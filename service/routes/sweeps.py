@@ -31,7 +31,7 @@ from service.deps import (
 )
 from service.pending import pending_reasons, refuse_unschedulable
 from service.responses import NOT_FOUND, submit_responses
-from service.routes.jobs import check_limits
+from service.routes.jobs import check_limits, refuse_bad_dependencies
 from service.schemas import CancelResult, CheckpointPublic
 from service.sweep_plan import plan, value_at
 from service.sweep_schemas import (
@@ -201,6 +201,7 @@ def submit_sweep(
     concurrent = min(body.max_concurrent_trials, len(trials))
     where = ("body", "base", "resources")
     refuse_unschedulable(makers, settings, trials[0].spec.resources, where, cpus * concurrent)
+    refuse_bad_dependencies(makers, body.base, principal)  # a sweep waits as a job does
     sweep, created = queue.submit(
         makers,
         SweepSpec.from_fields(body),

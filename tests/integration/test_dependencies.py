@@ -120,24 +120,48 @@ def test_only_the_owners_own_training_jobs_that_have_not_failed_are_dependencies
     other = client.post("/jobs", json=JOB, headers=bearer(token_for(client, "mallory"))).json()
     _run(db, mine["id"], JobState.FAILED)
 
-    def refused(**fields) -> str:
+    def refused(code: int, **fields) -> str:
         answer = client.post("/jobs", json={**JOB, **fields})
-        assert answer.status_code == 422, answer.text
-        return answer.json()["detail"][0]["msg"]
+        assert answer.status_code == code, answer.text
+        detail = answer.json()["detail"]
+        return detail if isinstance(detail, str) else detail[0]["msg"]
 
-    assert refused(after=[other["id"]]).startswith(
-        f"job {other['id']} does not exist (or is not yours); a job may wait for"
+    rule = "a job may wait for (after), start from (init_from) or learn from (distill) only"
+    assert refused(404, after=[other["id"]]) == (
+        f"job {other['id']} does not exist (or is not yours): {rule} a training job or trial "
+        "of your own that has not failed"
     )
-    assert refused(init_from={"job_id": 999_999}).startswith("job 999999 does not exist")
-    assert refused(distill={"teacher_job_id": mine["id"]}).startswith(
+    assert refused(404, init_from={"job_id": 999_999}).startswith("job 999999 does not exist")
+    assert refused(409, distill={"teacher_job_id": mine["id"]}).startswith(
         f"job {mine['id']} has failed: it can never succeed"
     )
-    assert "name each job once" in refused(after=[other["id"], other["id"]])
-    assert refused(after=[0]).startswith("Input should be greater than or equal to 1")
-    loc = client.post("/jobs", json={**JOB, "init_from": {"job_id": other["id"]}}).json()
-    assert loc["detail"][0]["loc"] == ["body", "init_from"]
+    assert "name each job once" in refused(422, after=[other["id"], other["id"]])
+    assert refused(422, after=[0]).startswith("Input should be greater than or equal to 1")
+    whole = client.post("/jobs", json={**JOB, "after": [float(mine["id"])]})
+    assert whole.status_code == 409  # 7.0 is the job id 7 (JSON has one number type)
     # an admin may chain anyone's jobs
     admin = bearer(token_for(client, "root", admin=True))
     chained = client.post("/jobs", json={**JOB, "after": [other["id"]]}, headers=admin)
     assert chained.status_code == 201
     assert chained.json()["state"] == "waiting"
+
+
+def test_a_sweep_waits_for_its_bases_dependencies_and_fails_with_them(api):
+    client, db = api
+    first = _submit(client)
+    body = {
+        "base": {**JOB, "init_from": {"job_id": first["id"]}},
+        "space": {"tau.tau_s": {"kind": "grid", "values": [0.85, 0.9]}},
+        "scheduler": {"kind": "none"},
+    }
+    sweep = client.post("/sweeps", json=body)
+    assert sweep.status_code == 201, sweep.text
+    sweep = sweep.json()
+    assert sweep["state"] == "waiting"
+    refused = client.post("/sweeps", json={**body, "base": {**JOB, "after": [999_999]}})
+    assert refused.status_code == 404
+    _run(db, first["id"], JobState.FAILED)
+    assert dependencies.settle(db) == [(sweep["id"], JobState.FAILED)]
+    view = client.get(f"/sweeps/{sweep['id']}").json()
+    assert view["state"] == "failed"
+    assert {t["state"] for t in view["trials"]} == {"cancelled"}  # they never ran
