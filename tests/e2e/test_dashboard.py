@@ -778,3 +778,40 @@ def test_sweep_page_is_live(page, service, via):
     assert queue.finish(db, lease, JobState.SUCCEEDED)
     page.wait_for_selector("body[data-loaded='succeeded']", timeout=LIVE_MS)
     assert page.is_hidden("#live")
+
+
+def test_a_chained_job_links_what_it_waits_for_and_can_be_cancelled_while_waiting(page, service):
+    """A job that names others (after, init_from, distill) shows them as links, says what
+    it waits for where its curves would be, lists them in its configuration, and can be
+    cancelled while waiting."""
+    http, api = service["http"], service["service"].api
+    done, queued = service["done"], service["queued"]
+    body = {
+        **SPEC,
+        "after": [queued],
+        "init_from": {"job_id": done, "checkpoint": "last"},
+        "distill": {"teacher_job_id": done, "temperature": 2.0},
+        "priority": -50,  # never claimed by another test's claim
+    }
+    chained = http.post("/jobs", json=body).json()
+    assert chained["state"] == "waiting"
+    page.goto(f"{api}/ui/jobs/{chained['id']}")
+    page.wait_for_selector("body[data-loaded='waiting']")
+    assert _attributes(page, "#summary a[data-chain]", "data-chain") == [
+        str(queued),
+        str(done),
+        str(done),
+    ]
+    summary = page.inner_text("#summary")
+    assert "(last checkpoint's weights)" in summary
+    assert "(best, T = 2)" in summary
+    assert page.inner_text("#curves-empty") == (
+        f"No epochs yet: the job is waiting for job {queued} (queued) to succeed."
+    )
+    assert page.inner_text("dd[data-field='init_from.checkpoint']") == "last"
+    assert page.inner_text("dd[data-field='distill.temperature']") == "2"
+    _shot(page, "job-waiting")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel")
+    page.wait_for_selector("body[data-loaded='cancelled']")
+    assert http.get(f"/jobs/{chained['id']}").json()["state"] == "cancelled"
