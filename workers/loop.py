@@ -311,8 +311,9 @@ def serve(
     engine = make_engine(settings.database_url, **settings.pool())
     db = make_sessionmaker(engine)
     shutdown = Shutdown(db, claim_policy(settings), settings.lease_s, stopping)
-    if threading.current_thread() is threading.main_thread():
-        shutdown.install()
+    restore_signals = (
+        shutdown.install() if threading.current_thread() is threading.main_thread() else None
+    )
     capacity = Capacity(warm_limit=settings.concurrency)
     log.info(
         "worker %s consuming the queue: %d slot(s), Ray at %s",
@@ -349,3 +350,5 @@ def serve(
         with capacity.lock:
             capacity.warm.close()
         engine.dispose()
+        if restore_signals is not None:
+            restore_signals()

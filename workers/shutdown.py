@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from recu_db import queue
@@ -90,8 +91,10 @@ class Shutdown:
             return
         log.info("job %d: handed back to the queue: %s", lease.job_id, state or "no longer ours")
 
-    def install(self) -> None:
-        """Handle SIGTERM and SIGINT in this process (call from the main thread)."""
+    def install(self) -> Callable[[], None]:
+        """Handle SIGTERM and SIGINT in this process (call from the main thread); returns
+        what puts the handlers before back (a host process, pytest, keeps its own)."""
+        previous = {number: signal.getsignal(number) for number in SIGNALS}
 
         def on_signal(number: int, _frame: FrameType | None) -> None:
             name = signal.Signals(number).name
@@ -102,3 +105,9 @@ class Shutdown:
 
         for number in SIGNALS:
             signal.signal(number, on_signal)
+
+        def restore() -> None:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+        return restore

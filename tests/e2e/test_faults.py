@@ -410,7 +410,7 @@ def test_sigterm_hands_the_running_job_back_at_no_cost_and_the_worker_exits_clea
     traceback; another worker resumes the job from its newest checkpoint. The lease is 10
     minutes long, so only the hand-back (not a lapse) can requeue the job in time."""
     url, engine, db = sqlite_database.url, sqlite_database.engine, sqlite_database.db
-    epochs, every = 48, 2
+    epochs, every = 24, 2  # the job still runs when the signal comes after epoch 2
     job, _ = queue.submit(
         db, _spec(epochs=epochs, checkpoint={"every_epochs": every, "keep": epochs})
     )
