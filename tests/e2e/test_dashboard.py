@@ -785,7 +785,8 @@ def test_a_chained_job_links_what_it_waits_for_and_can_be_cancelled_while_waitin
     it waits for where its curves would be, lists them in its configuration, and can be
     cancelled while waiting."""
     http, api = service["http"], service["service"].api
-    done, queued = service["done"], service["queued"]
+    done = service["done"]
+    queued = http.post("/jobs", json={**SPEC, "priority": -50}).json()["id"]  # its own
     body = {
         **SPEC,
         "after": [queued],

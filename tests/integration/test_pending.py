@@ -192,7 +192,7 @@ def test_a_stopped_trial_is_terminal_everywhere_and_the_cli_wait_returns(client,
     ]
 
     # the trial's stream ends (``end``) at once: stopped early is terminal, and no failure
-    cli._follow(client, trial.job_id, epochs=3)
+    cli.follow_job(client, trial.job_id, epochs=3)
     cancelled = client.post(f"/sweeps/{sweep['id']}/cancel").json()
     assert (cancelled["state"], cancelled["terminal"]) == ("cancelling", False)
 
@@ -203,7 +203,7 @@ def test_the_cli_wait_stops_on_an_unschedulable_job_with_the_reason(
     cluster.publish(db, "w1", CPU_ONLY, {"CPU": 2.0, "GPU": 0.0})
     job = _submit(client, GPU)
     with pytest.raises(typer.Exit) as ended:  # at the stream's first state: no waiting
-        cli._follow(client, job, epochs=3)
+        cli.follow_job(client, job, epochs=3)
     assert ended.value.exit_code == cli.UNSCHEDULABLE != 0
     printed = " ".join(capsys.readouterr().out.split())
     assert f"job {job} cannot start: unschedulable: needs 1 worker x {{CPU: 1, GPU: 1}}" in printed
