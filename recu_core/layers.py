@@ -166,10 +166,15 @@ class _ReCUMixin:
             return self._scaled_act_quantizer(a)
         return self._act_quantizer(a)
 
+    def adds_loss_term(self) -> bool:
+        """Whether ``regularization`` gives a term (BiPer with a non-zero lambda)."""
+        options = self.options
+        return options.weight_binarizer == "biper" and options.biper_regularizer != 0
+
     def regularization(self) -> Tensor | None:
         """BiPer's lambda * mean(sin(f w2)^2), or None when this layer adds no loss term."""
         options = self.options
-        if options.weight_binarizer != "biper" or options.biper_regularizer == 0:
+        if not self.adds_loss_term():
             return None
         penalty = biper_penalty(self.clamped_weight(), options.biper_frequency)
         return options.biper_regularizer * penalty
@@ -285,6 +290,12 @@ def set_epoch_progress(model: nn.Module, epoch: float, epochs: int) -> None:
         if layer._scheduled_ste:
             for i, value in enumerate(ste_parameters(layer.options, epoch, epochs)):
                 layer.ste_params[i].fill_(value)
+
+
+def adds_loss_terms(model: nn.Module) -> bool:
+    """Whether any binary layer of ``model`` adds a loss term (asked once per run, so a
+    ReCU step pays nothing for ``regularization_loss``)."""
+    return any(layer.adds_loss_term() for _, layer in binary_layers(model))
 
 
 def regularization_loss(model: nn.Module) -> Tensor:

@@ -31,6 +31,7 @@ from recu_core.config import TrainConfig
 from recu_core.data import Dataset, Loader, has_split, load_dataset, make_loader
 from recu_core.distill import Distillation
 from recu_core.layers import (
+    adds_loss_terms,
     regularization_loss,
     set_epoch_progress,
     set_tau,
@@ -279,6 +280,7 @@ def train(
     if distill is not None:
         distill.prepare(device)
     telemetry = WeightTelemetry(model)
+    regularized = adds_loss_terms(model)  # decided once: not a walk per step
     train_loader, val_loader, test_loader = _make_loaders(config, dataset, device)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
@@ -324,7 +326,8 @@ def train(
                 loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
                 if distill is not None:
                     loss = distill.loss(x, logits, loss)
-                loss = loss + regularization_loss(model)  # BiPer's term; 0 for ReCU
+                if regularized:  # BiPer's term
+                    loss = loss + regularization_loss(model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
