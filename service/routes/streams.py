@@ -99,6 +99,27 @@ def event(kind: str, data: Any, cursor: object) -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps(data).decode(), event=kind, id=str(cursor))
 
 
+#: The OpenAPI entry of a stream's answer.
+EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}
+}
+
+
+async def open_stream(
+    slots: StreamSlots,
+    visible: Callable[[], bool],
+    missing: str,
+    events: Callable[[Callable[[], None]], AsyncIterator[ServerSentEvent]],
+) -> EventSourceResponse:
+    """A stream's response: 404 ``missing`` unless ``visible()`` (read on a stream reader
+    thread), then a slot of this process (503 when none is free) and ``events(release)``,
+    kept alive by pings; the slot is given back when the stream ends either way."""
+    if not await anyio.to_thread.run_sync(visible, limiter=slots.readers):
+        raise HTTPException(status_code=404, detail=missing)
+    release = take_slot(slots)
+    return EventSourceResponse(events(release), ping=PING_S, background=BackgroundTask(release))
+
+
 def take_slot(slots: StreamSlots) -> Callable[[], None]:
     """A stream slot of this process, and its release; 503 + Retry-After when all are
     taken."""
@@ -148,7 +169,7 @@ async def _events(
     response_class=EventSourceResponse,
     responses={
         **NOT_FOUND,
-        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."},
+        **EVENT_STREAM,
         400: error_description("Last-Event-ID is not a cursor of this stream."),
     },
 )
@@ -174,11 +195,9 @@ async def stream_job(
             row = reads.job_view(session, job_id)
             return row is not None and can_see(principal, row)
 
-    if not await anyio.to_thread.run_sync(visible, limiter=slots.readers):
-        raise HTTPException(status_code=404, detail=f"no job {job_id}")
-    release = take_slot(slots)
-    return EventSourceResponse(
-        _events(makers, job_id, cursor, settings.api_stream_poll_s, slots, release),
-        ping=PING_S,
-        background=BackgroundTask(release),
+    return await open_stream(
+        slots,
+        visible,
+        f"no job {job_id}",
+        lambda release: _events(makers, job_id, cursor, settings.api_stream_poll_s, slots, release),
     )

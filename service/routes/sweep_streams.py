@@ -17,9 +17,8 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
 
 from recu_db import reads
 from recu_db.models import Job
@@ -28,7 +27,7 @@ from service.auth import can_see
 from service.deps import Id, PrincipalDep, ReadSessionMakerDep, SettingsDep
 from service.limits import STREAM_SUFFIX
 from service.responses import NOT_FOUND
-from service.routes.streams import PING_S, StreamSlots, event, take_slot
+from service.routes.streams import EVENT_STREAM, StreamSlots, event, open_stream
 from service.routes.sweeps import sweep_detail
 from service.sweep_schemas import SweepDetail
 
@@ -76,7 +75,7 @@ async def _events(
     response_class=EventSourceResponse,
     responses={
         **NOT_FOUND,
-        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."},
+        **EVENT_STREAM,
     },
 )
 async def stream_sweep(
@@ -95,11 +94,9 @@ async def stream_sweep(
             sweep = session.get(Job, sweep_id)
             return sweep is not None and sweep.kind == JobKind.SWEEP and can_see(principal, sweep)
 
-    if not await anyio.to_thread.run_sync(visible, limiter=slots.readers):
-        raise HTTPException(status_code=404, detail=f"no sweep {sweep_id}")
-    release = take_slot(slots)
-    return EventSourceResponse(
-        _events(makers, sweep_id, settings.api_stream_poll_s, slots, release),
-        ping=PING_S,
-        background=BackgroundTask(release),
+    return await open_stream(
+        slots,
+        visible,
+        f"no sweep {sweep_id}",
+        lambda release: _events(makers, sweep_id, settings.api_stream_poll_s, slots, release),
     )
