@@ -11,19 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from recu_cli.errors import ExitCode
-from recu_cli.local_service import local_service
 from recu_cli.main import app
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def running(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    with local_service(tmp_path / "service", database_url=url, workers=0) as service:
-        monkeypatch.setenv("RECU_API_URL", service.api)
-        monkeypatch.setenv("RECU_API_TOKEN", service.token)
-        yield service
+def running(cli_service):
+    """The running service (tests/e2e/conftest.py)."""
+    return cli_service.running
 
 
 def _json(args: list[str]) -> dict:

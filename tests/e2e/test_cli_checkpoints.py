@@ -18,10 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from recu_cli.errors import ExitCode
-from recu_cli.local_service import local_service
 from recu_cli.main import app
 from recu_db import queue, results
-from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.states import JobState
 from tests.helpers import START_S, wait_until
 
@@ -31,15 +29,9 @@ ACCURACY = {1: 0.5, 2: 0.875, 3: 0.8125}
 
 
 @pytest.fixture
-def service(tmp_path, monkeypatch):
-    """`python -m service` on a free port with its own SQLite file, and its database."""
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    with local_service(tmp_path / "service", database_url=url, workers=0) as running:
-        monkeypatch.setenv("RECU_API_URL", running.api)
-        monkeypatch.setenv("RECU_API_TOKEN", running.token)
-        engine = make_engine(url)
-        yield make_sessionmaker(engine)
-        engine.dispose()
+def service(cli_service):
+    """The running service's database sessions (tests/e2e/conftest.py)."""
+    return cli_service.db
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from recu_cli.errors import ExitCode
-from recu_cli.local_service import LocalService, local_service
+from recu_cli.local_service import LocalService
 from recu_cli.main import app
 from recu_db import queue
-from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.states import JobState
 from recu_db.trials import end_trial, start_trial
 
@@ -25,15 +24,9 @@ WIDE = {"COLUMNS": "240", "NO_COLOR": "1", "TERMINAL_WIDTH": "240"}
 
 
 @pytest.fixture
-def service(tmp_path, monkeypatch):
-    """`python -m service` on a free port with its own SQLite file, and its database."""
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    with local_service(tmp_path / "service", database_url=url, workers=0) as running:
-        monkeypatch.setenv("RECU_API_URL", running.api)
-        monkeypatch.setenv("RECU_API_TOKEN", running.token)
-        engine = make_engine(url)
-        yield running, make_sessionmaker(engine)
-        engine.dispose()
+def service(cli_service):
+    """The running service and its database's sessions (tests/e2e/conftest.py)."""
+    return cli_service.running, cli_service.db
 
 
 def _api(running: LocalService, path: str) -> object:

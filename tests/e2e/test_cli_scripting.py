@@ -13,10 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from recu_cli.errors import ExitCode
-from recu_cli.local_service import LocalService, free_port, local_service
+from recu_cli.local_service import LocalService, free_port
 from recu_cli.main import app
 from recu_db import queue, results
-from recu_db.engine import make_engine, make_sessionmaker
 from recu_db.states import JobState
 from recu_db.trials import start_trial
 
@@ -24,16 +23,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def service(tmp_path, monkeypatch):
-    """`python -m service` on a free port with its own SQLite file, and its database;
-    the commands find the service in RECU_API_URL and the token in RECU_API_TOKEN."""
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    with local_service(tmp_path / "service", database_url=url, workers=0) as running:
-        monkeypatch.setenv("RECU_API_URL", running.api)
-        monkeypatch.setenv("RECU_API_TOKEN", running.token)
-        engine = make_engine(url)
-        yield running, make_sessionmaker(engine), url
-        engine.dispose()
+def service(cli_service):
+    """The running service, its database's sessions and URL (tests/e2e/conftest.py)."""
+    return cli_service.running, cli_service.db, cli_service.url
 
 
 def _api(running: LocalService, path: str) -> object:
